@@ -1,0 +1,178 @@
+"""Cog predictor: transcribe, translate or identify the language of any audio or video.
+
+    cog predict -i audio=@clip.mp3
+    python -m whisper_ft predict -i audio=@clip.mp3 -i task=translate
+    COG_PREDICT_TYPE_STUB=predict.py:Predictor python -m cog.server.http
+
+A thin adapter: inputs are declared here once, checked by `check_inputs` (a local Cog server
+without a built schema does not check them), mapped into `TranscribeSettings`, and passed to
+the package. The model is loaded once in `setup`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from pathlib import Path as LocalPath
+
+from cog import BaseModel, BaseRunner, Input, Path
+
+from whisper_ft import outputs
+from whisper_ft import weights as model_weights
+from whisper_ft.inputs import check_inputs, inputs_declared
+from whisper_ft.transcribe import Transcriber, TranscribeSettings
+
+logger = logging.getLogger(__name__)
+
+TASKS = ["transcribe", "translate", "detect_language", "dataset"]
+
+
+class WordOut(BaseModel):
+    start: float
+    end: float
+    word: str
+    probability: float
+
+
+class SegmentOut(BaseModel):
+    id: int
+    start: float
+    end: float
+    text: str
+    avg_logprob: float
+    no_speech_prob: float
+    words: list[WordOut] | None = None
+
+
+class LanguageOut(BaseModel):
+    language: str
+    probability: float
+
+
+class Output(BaseModel):
+    text: str
+    language: str
+    language_probability: float
+    duration: float
+    segments: list[SegmentOut]
+    detected_languages: list[LanguageOut] | None = None
+    txt: Path | None = None
+    srt: Path | None = None
+    vtt: Path | None = None
+    json: Path | None = None
+    dataset: Path | None = None
+
+
+class Predictor(BaseRunner):
+    def setup(self, weights: Path | str | None = None) -> None:
+        """Load the model: COG_WEIGHTS (a trained archive or directory), else the one named
+        by WHISPER_FT_MODEL (`base`, `tiny.en`, a directory or a hub id), else `base`."""
+        logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+        logging.getLogger("faster_whisper").setLevel(logging.WARNING)
+        spec = str(weights) if weights else os.environ.get("WHISPER_FT_MODEL") or None
+        self.model_dir = model_weights.ct2_model(spec)
+        self.transcriber = Transcriber(self.model_dir)
+
+    @inputs_declared
+    def run(
+        self,
+        audio: Path = Input(description="Audio or video file (or URL) to transcribe"),
+        task: str = Input(
+            default="transcribe",
+            choices=TASKS,
+            description="transcribe; translate to English; detect_language; or dataset: "
+            "a zip of <=30 s clips with .vtt transcripts, ready to correct and train on",
+        ),
+        language: str = Input(
+            default="auto", description="Spoken language: auto, a code (en, fr) or a name"
+        ),
+        output_formats: str = Input(
+            default="txt,srt,vtt,json",
+            description="Comma-separated files to return: any of txt, srt, vtt, json",
+        ),
+        word_timestamps: bool = Input(default=False, description="Add per-word timings"),
+        vad_filter: str = Input(
+            default="auto",
+            choices=["auto", "true", "false"],
+            description="Skip non-speech with Silero VAD; auto: on for audio over 30 s",
+        ),
+        beam_size: int = Input(default=5, ge=1, le=10, description="Beam search width"),
+        temperature: float = Input(
+            default=0.0, ge=0.0, le=1.0, description="First sampling temperature"
+        ),
+        temperature_fallback: bool = Input(
+            default=True, description="Retry failed windows at higher temperatures"
+        ),
+        initial_prompt: str | None = Input(
+            default=None, max_length=1000, description="Text to prime spelling and style"
+        ),
+        hotwords: str | None = Input(
+            default=None, max_length=500, description="Words or names to favour"
+        ),
+        condition_on_previous_text: bool = Input(
+            default=True, description="Prompt each window with the text before it"
+        ),
+        batch_size: int = Input(
+            default=8, ge=1, le=64, description="Windows decoded together on long audio"
+        ),
+        no_speech_threshold: float = Input(default=0.6, ge=0.0, le=1.0),
+        compression_ratio_threshold: float = Input(default=2.4, ge=1.0, le=10.0),
+        log_prob_threshold: float = Input(default=-1.0, ge=-10.0, le=0.0),
+    ) -> Output:
+        args = check_inputs(Predictor.run, {k: v for k, v in locals().items() if k != "self"})
+        formats = outputs.parse_formats(args["output_formats"])
+        settings = TranscribeSettings(
+            task="transcribe" if args["task"] == "dataset" else args["task"],
+            language=args["language"],
+            beam_size=args["beam_size"],
+            temperature=args["temperature"],
+            temperature_fallback=args["temperature_fallback"],
+            word_timestamps=args["word_timestamps"],
+            vad_filter={"auto": None, "true": True, "false": False}[args["vad_filter"]],
+            initial_prompt=args["initial_prompt"],
+            hotwords=args["hotwords"],
+            condition_on_previous_text=args["condition_on_previous_text"],
+            batch_size=args["batch_size"],
+            no_speech_threshold=args["no_speech_threshold"],
+            compression_ratio_threshold=args["compression_ratio_threshold"],
+            log_prob_threshold=args["log_prob_threshold"],
+        )
+        out_dir = LocalPath(tempfile.mkdtemp(prefix="whisper-ft-"))
+        result = outputs.run_task(
+            self.transcriber, args["audio"], args["task"], settings, formats, out_dir
+        )
+        return to_output(result)
+
+
+def to_output(result: outputs.Result) -> Output:
+    t = result.transcript
+    segments = [
+        SegmentOut(
+            id=s.id,
+            start=round(s.start, 3),
+            end=round(s.end, 3),
+            text=s.text,
+            avg_logprob=s.avg_logprob,
+            no_speech_prob=s.no_speech_prob,
+            words=None
+            if s.words is None
+            else [
+                WordOut(round(w.start, 3), round(w.end, 3), w.word, w.probability) for w in s.words
+            ],
+        )
+        for s in t.segments
+    ]
+    languages = None
+    if result.languages is not None:
+        languages = [LanguageOut(code, p) for code, p in result.languages]
+    files = {name: Path(path) for name, path in result.files.items()}
+    return Output(
+        text=t.text,
+        language=t.language,
+        language_probability=t.language_probability,
+        duration=round(t.duration, 3),
+        segments=segments,
+        detected_languages=languages,
+        **files,
+    )

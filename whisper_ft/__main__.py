@@ -1,0 +1,130 @@
+"""Command line: the Cog predictor and trainer without Docker, with Cog's `-i` syntax.
+
+    python -m whisper_ft predict -i audio=@clip.mp3 -i task=translate
+    python -m whisper_ft train -i train_data=@data.zip -i base_model=tiny.en
+    python -m whisper_ft weights base          # prepare an embedded model ahead of time
+
+Inputs are checked against the `Input(...)` declarations in predict.py / train.py (one source
+of truth). The output is printed as JSON on stdout; files are written to --output-dir.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import importlib.util
+import json
+import logging
+import os
+import shutil
+import sys
+from pathlib import Path
+
+from whisper_ft.inputs import InputError, check_inputs, declared_inputs, parse_cli_value
+
+ROOT = Path(__file__).resolve().parent.parent
+logger = logging.getLogger("whisper_ft")
+
+
+def load_entry(filename: str, name: str):
+    """Load `name` from predict.py or train.py at the project root, as Cog does."""
+    spec = importlib.util.spec_from_file_location(Path(filename).stem, ROOT / filename)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return getattr(module, name)
+
+
+def parse_inputs(fn, pairs: list[str]) -> dict:
+    declared = declared_inputs(fn)
+    raw = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep:
+            raise InputError(f"-i {pair!r}: write inputs as name=value (files as name=@path)")
+        if name not in declared:
+            raise InputError(f"unknown input {name!r}; the inputs are: {', '.join(declared)}")
+        raw[name] = parse_cli_value(declared[name][0], value)
+    return check_inputs(fn, raw)
+
+
+def to_jsonable(value, out_dir: Path):
+    """Output -> JSON; each file is moved to out_dir and shown as its path."""
+    if dataclasses.is_dataclass(value):
+        fields = {f.name: getattr(value, f.name) for f in dataclasses.fields(value)}
+        return {k: to_jsonable(v, out_dir) for k, v in fields.items()}
+    if isinstance(value, list | tuple):
+        return [to_jsonable(v, out_dir) for v in value]
+    if isinstance(value, dict):
+        return {k: to_jsonable(v, out_dir) for k, v in value.items()}
+    if isinstance(value, Path):
+        out_dir.mkdir(parents=True, exist_ok=True)
+        target = out_dir / value.name
+        if Path(value).resolve() != target.resolve():
+            shutil.move(str(value), target)
+        return str(target)
+    return value
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m whisper_ft", description=__doc__.split("\n")[0]
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    for command in ("predict", "train"):
+        p = sub.add_parser(command, help=f"run {command}.py as Cog would")
+        p.add_argument("-i", "--input", action="append", default=[], metavar="NAME=VALUE")
+        p.add_argument("-o", "--output-dir", type=Path, default=Path("outputs"))
+        if command == "predict":
+            p.add_argument(
+                "--weights",
+                default=os.environ.get("COG_WEIGHTS"),
+                help="model to serve: a weights archive or URL from training, a directory, "
+                "`base`, `tiny.en` or a hub id (default: $COG_WEIGHTS, $WHISPER_FT_MODEL, base)",
+            )
+    w = sub.add_parser("weights", help="prepare embedded models (CTranslate2 and Hugging Face)")
+    w.add_argument("names", nargs="*", default=["base"], help="base, tiny.en")
+    w.add_argument("--serving-only", action="store_true", help="skip the Hugging Face form")
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    logging.getLogger("faster_whisper").setLevel(logging.WARNING)
+    try:
+        return _run(args)
+    except (InputError, ValueError, OSError) as e:
+        logger.debug("error", exc_info=True)
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+def _run(args) -> int:
+    if args.command == "weights":
+        from whisper_ft import weights
+
+        for name in args.names:
+            if name not in weights.EMBEDDED:
+                raise InputError(
+                    f"unknown embedded model {name!r}; use {', '.join(weights.EMBEDDED)}"
+                )
+            paths = {"ct2": str(weights.embedded_ct2(name))}
+            if not args.serving_only:
+                paths["hf"] = str(weights.embedded_hf(name))
+            print(json.dumps({name: paths}))
+        return 0
+    if args.command == "predict":
+        predictor_class = load_entry("predict.py", "Predictor")
+        inputs = parse_inputs(predictor_class.run, args.input)
+        predictor = predictor_class()
+        predictor.setup(weights=args.weights)
+        output = predictor.run(**inputs)
+    else:
+        train = load_entry("train.py", "train")
+        inputs = parse_inputs(train, args.input)
+        output = train(**inputs)
+    print(json.dumps(to_jsonable(output, args.output_dir), ensure_ascii=False, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,160 @@
+"""Validate run/train inputs against their own `cog.Input(...)` declarations.
+
+One source of truth: `predict.py` and `train.py` declare each input once, with `Input(...)`
+bounds and choices. Cog checks them only when a schema was built (`cog build`); a local
+`python -m cog.server.http` and this project's command line do not. So both entry points
+call `check_inputs` first, and the command line uses `parse_cli_value` to turn `-i name=value`
+strings into the declared types, the same way `cog predict -i` does.
+"""
+
+from __future__ import annotations
+
+import inspect
+import re
+import types
+import typing
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from cog.input import FieldInfo
+
+TRUE = ("true", "1", "yes", "on")
+FALSE = ("false", "0", "no", "off")
+
+
+class InputError(ValueError):
+    """An input value is wrong; the message names the input and what is allowed."""
+
+
+def inputs_declared(fn: Callable) -> Callable:
+    """Decorator for run()/train(): reads the Input(...) declarations at definition time.
+
+    The Cog server replaces the declarations in the function's defaults by their plain default
+    values once it has read them, so they must be recorded before it loads the class.
+    """
+    fn.__declared_inputs__ = _read_declarations(fn)
+    return fn
+
+
+def declared_inputs(fn: Callable) -> dict[str, tuple[type, FieldInfo]]:
+    """name -> (type, FieldInfo) for each parameter of a run()/train() function."""
+    recorded = getattr(fn, "__declared_inputs__", None)
+    return recorded if recorded is not None else _read_declarations(fn)
+
+
+def _read_declarations(fn: Callable) -> dict[str, tuple[type, FieldInfo]]:
+    hints = typing.get_type_hints(fn)
+    found = {}
+    for name, param in inspect.signature(fn).parameters.items():
+        if name == "self":
+            continue
+        info = _field_info(param.default)
+        found[name] = (_base_type(hints.get(name, str)), info)
+    return found
+
+
+def _is_declaration(value: Any) -> bool:
+    """Whether value is an Input(...) declaration. Duck-typed: the Cog server may load the SDK
+    under another module name, so its FieldInfo is not always this FieldInfo class."""
+    return isinstance(value, FieldInfo) or all(
+        hasattr(value, name) for name in FieldInfo.__dataclass_fields__
+    )
+
+
+def _field_info(default: Any) -> FieldInfo:
+    if not _is_declaration(default):
+        return FieldInfo(default)
+    return FieldInfo(**{name: getattr(default, name) for name in FieldInfo.__dataclass_fields__})
+
+
+def _base_type(annotation: Any) -> type:
+    """`Optional[X]` / `X | None` -> X."""
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(annotation) if a is not type(None)]
+        return args[0]
+    return annotation
+
+
+def parse_cli_value(kind: type, text: str) -> Any:
+    """Turn a command-line string into the declared type; `@path` names a file."""
+    if issubclass(kind, Path):
+        path = Path(text[1:] if text.startswith("@") else text).expanduser()
+        if text.startswith(("http://", "https://", "data:")):
+            return text
+        if not path.is_file():
+            raise InputError(f"no such file: {path}")
+        return path
+    return text
+
+
+def check_inputs(fn: Callable, values: dict[str, Any]) -> dict[str, Any]:
+    """Coerce and check `values` against fn's declarations; return a complete dict.
+
+    Raises InputError naming the input and the allowed values.
+    """
+    declared = declared_inputs(fn)
+    unknown = sorted(set(values) - set(declared))
+    if unknown:
+        raise InputError(
+            f"unknown input {', '.join(unknown)}; the inputs are: {', '.join(declared)}"
+        )
+    result = {}
+    for name, (kind, info) in declared.items():
+        value = values.get(name, info.default)
+        if _is_declaration(value):  # called directly from Python, with the declaration itself
+            value = info.default
+        if value is None:
+            result[name] = None
+            continue
+        value = _coerce(name, kind, value)
+        _check(name, value, info)
+        result[name] = value
+    return result
+
+
+def _coerce(name: str, kind: type, value: Any) -> Any:
+    try:
+        if kind is bool:
+            if isinstance(value, bool):
+                return value
+            text = str(value).strip().lower()
+            if text in TRUE:
+                return True
+            if text in FALSE:
+                return False
+            raise ValueError
+        if kind is int:
+            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+                raise ValueError
+            return int(value)
+        if kind is float:
+            if isinstance(value, bool):
+                raise ValueError
+            return float(value)
+        if kind is str:
+            if not isinstance(value, str | int | float):
+                raise ValueError
+            return str(value)
+        if isinstance(kind, type) and issubclass(kind, Path):
+            return value if isinstance(value, Path) else Path(str(value))
+    except (TypeError, ValueError) as e:
+        raise InputError(f"{name}: {value!r} is not a valid {kind.__name__}") from e
+    return value
+
+
+def _check(name: str, value: Any, info: FieldInfo) -> None:
+    if info.choices is not None and value not in info.choices:
+        allowed = ", ".join(str(c) for c in info.choices)
+        raise InputError(f"{name}: {value!r} is not allowed; choose one of: {allowed}")
+    if info.ge is not None and value < info.ge:
+        raise InputError(f"{name}: {value} is below the minimum of {info.ge}")
+    if info.le is not None and value > info.le:
+        raise InputError(f"{name}: {value} is above the maximum of {info.le}")
+    if isinstance(value, str):
+        if info.max_length is not None and len(value) > info.max_length:
+            raise InputError(f"{name}: longer than {info.max_length} characters")
+        if info.min_length is not None and len(value) < info.min_length:
+            raise InputError(f"{name}: shorter than {info.min_length} characters")
+        if info.regex is not None and not re.fullmatch(info.regex, value):
+            raise InputError(f"{name}: {value!r} does not match {info.regex}")

@@ -1,0 +1,140 @@
+"""Turn a transcription into what a prediction returns: text, subtitle files, or a dataset.
+
+`run_task` is the one call the predictor makes. The dataset task cuts the audio into clips
+of at most 30 s on segment boundaries, each with its `.vtt`, zipped in exactly the layout
+that training accepts, so a user can correct the text and train on it unchanged.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import zipfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from whisper_ft.audio import SAMPLE_RATE, probe_duration, write_audio
+from whisper_ft.subtitles import Cue, wrap_text, write_srt, write_txt, write_vtt
+from whisper_ft.transcribe import Segment, Transcriber, TranscribeSettings, Transcript
+
+logger = logging.getLogger(__name__)
+
+FORMATS = ("txt", "srt", "vtt", "json")
+MAX_CLIP_SECONDS = 30.0  # one Whisper window: the longest clip training accepts
+CLIP_PAD_SECONDS = 0.2  # audio kept around the speech of a clip, where there is room
+
+
+@dataclass
+class Result:
+    transcript: Transcript
+    languages: list[tuple[str, float]] | None = None  # for detect_language
+    files: dict[str, Path] = field(default_factory=dict)  # output name -> file
+
+
+def parse_formats(text: str) -> list[str]:
+    """`"srt, vtt"` -> ["srt", "vtt"]; an empty string asks for no files."""
+    formats = [f.strip().lower().lstrip(".") for f in text.split(",") if f.strip()]
+    unknown = [f for f in formats if f not in FORMATS]
+    if unknown:
+        raise ValueError(
+            f"output_formats: unknown format {', '.join(unknown)}; use any of {', '.join(FORMATS)}"
+        )
+    return list(dict.fromkeys(formats))
+
+
+def run_task(
+    transcriber: Transcriber,
+    audio: Path,
+    task: str,
+    settings: TranscribeSettings,
+    formats: list[str],
+    out_dir: Path,
+) -> Result:
+    stem = _safe_stem(audio)
+    if task == "detect_language":
+        languages = transcriber.detect_language(audio)
+        code, probability = languages[0]
+        duration = probe_duration(audio) or 0.0
+        return Result(Transcript("", code, probability, duration), languages=languages)
+    if task == "dataset":
+        zip_path = out_dir / f"{stem}-dataset.zip"
+        with DatasetWriter(zip_path, stem) as writer:
+            transcript = transcriber.transcribe(audio, settings, on_piece=writer.add_piece)
+        logger.info("dataset: %d clips in %s", writer.count, zip_path.name)
+        return Result(transcript, files={"dataset": zip_path})
+    transcript = transcriber.transcribe(audio, settings)
+    return Result(transcript, files=write_files(transcript, formats, out_dir, stem))
+
+
+def write_files(transcript: Transcript, formats: list[str], out_dir: Path, stem: str) -> dict:
+    cues = [Cue(s.start, s.end, wrap_text(s.text)) for s in transcript.segments]
+    writers = {
+        "txt": lambda: write_txt(cues),
+        "srt": lambda: write_srt(cues),
+        "vtt": lambda: write_vtt(cues),
+        "json": lambda: json.dumps(asdict(transcript), ensure_ascii=False, indent=2) + "\n",
+    }
+    files = {}
+    for name in formats:
+        path = out_dir / f"{stem}.{name}"
+        path.write_text(writers[name](), encoding="utf-8")
+        files[name] = path
+    return files
+
+
+def _safe_stem(path: Path) -> str:
+    stem = "".join(c if c.isalnum() or c in "-_" else "_" for c in Path(path).stem)[:80]
+    return stem or "audio"
+
+
+def group_clips(segments: list[Segment]) -> list[list[Segment]]:
+    """Consecutive segments grouped so that each group spans at most 30 s."""
+    groups: list[list[Segment]] = []
+    for seg in segments:
+        if seg.end - seg.start > MAX_CLIP_SECONDS:
+            logger.warning("dataset: skipped a segment longer than 30 s at %.1f s", seg.start)
+            continue
+        if groups and seg.end - groups[-1][0].start <= MAX_CLIP_SECONDS - 2 * CLIP_PAD_SECONDS:
+            groups[-1].append(seg)
+        else:
+            groups.append([seg])
+    return groups
+
+
+class DatasetWriter:
+    """Writes clip_NNNN.wav + clip_NNNN.vtt pairs into a zip, one piece of audio at a time."""
+
+    def __init__(self, zip_path: Path, stem: str):
+        self.zip_path = zip_path
+        self.stem = stem
+        self.count = 0
+        self._zip = zipfile.ZipFile(zip_path, "w", compression=zipfile.ZIP_DEFLATED)
+
+    def __enter__(self) -> DatasetWriter:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._zip.close()
+        if exc[0] is not None:
+            self.zip_path.unlink(missing_ok=True)
+
+    def add_piece(self, offset: float, audio: np.ndarray, segments: list[Segment]) -> None:
+        end_of_piece = offset + audio.size / SAMPLE_RATE
+        for group in group_clips(segments):
+            start = max(offset, group[0].start - CLIP_PAD_SECONDS)
+            end = min(end_of_piece, group[-1].end + CLIP_PAD_SECONDS, start + MAX_CLIP_SECONDS)
+            clip = audio[int((start - offset) * SAMPLE_RATE) : int((end - offset) * SAMPLE_RATE)]
+            cues = []
+            for s in group:
+                cue_start = round(max(0.0, s.start - start), 3)
+                cue_end = round(max(cue_start, min(end, s.end) - start), 3)
+                cues.append(Cue(cue_start, cue_end, s.text))
+            self.count += 1
+            name = f"{self.stem}_{self.count:04d}"
+            wav = self.zip_path.parent / f"{name}.wav"
+            write_audio(wav, clip)
+            self._zip.write(wav, f"{name}.wav")
+            wav.unlink()
+            self._zip.writestr(f"{name}.vtt", write_vtt(cues))

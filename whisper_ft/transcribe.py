@@ -1,0 +1,306 @@
+"""Transcribe, translate and identify the language of audio with CTranslate2 (faster-whisper).
+
+Why faster-whisper: on CPU it is about four times faster than PyTorch Whisper at the same
+accuracy and already brings VAD, batched long-form decoding, word timestamps, hotwords and
+the temperature fallback. This module adds what a service needs around it: validated
+settings, streaming of long files in pieces cut at quiet points (so hours of audio never sit
+in memory at once), progress in the logs, and typed results.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+
+from whisper_ft.audio import SAMPLE_RATE, stream_audio
+
+logger = logging.getLogger(__name__)
+
+TASKS = ("transcribe", "translate")
+FALLBACK_TEMPERATURES = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)  # openai/whisper's schedule
+PIECE_SECONDS = 600  # long files are decoded and transcribed ten minutes at a time
+CUT_SEARCH_SECONDS = 20  # a piece ends at the quietest moment of its last 20 s
+SHORT_AUDIO_SECONDS = 30  # one Whisper window: no VAD, no batching needed
+MAX_BEAM_SIZE = 10
+
+
+def language_code(language: str | None) -> str | None:
+    """Map `auto`/None, a code (`fr`) or a name (`French`) to a Whisper language code."""
+    from transformers.models.whisper.tokenization_whisper import LANGUAGES, TO_LANGUAGE_CODE
+
+    if language is None or language.strip().lower() in ("", "auto"):
+        return None
+    key = language.strip().lower()
+    if key in LANGUAGES:
+        return key
+    if key in TO_LANGUAGE_CODE:
+        return TO_LANGUAGE_CODE[key]
+    raise ValueError(
+        f"language: unknown language {language!r}; use `auto`, a code such as `en`, `fr`, "
+        "`de`, or a name such as `French`"
+    )
+
+
+@dataclass(frozen=True)
+class TranscribeSettings:
+    task: str = "transcribe"  # transcribe, or translate into English
+    language: str | None = None  # a Whisper language code; None detects it
+    beam_size: int = 5  # beams for the first (temperature 0) decoding
+    temperature: float = 0.0  # first temperature; higher ones follow when decoding fails
+    temperature_fallback: bool = True  # retry at 0.2, 0.4 ... when a window looks wrong
+    word_timestamps: bool = False  # add per-word start/end/probability
+    vad_filter: bool | None = None  # skip non-speech; None: on for audio longer than 30 s
+    initial_prompt: str | None = None  # text that primes the first window (spellings, style)
+    hotwords: str | None = None  # words to favour, given as a prompt to every window
+    condition_on_previous_text: bool = True  # prompt each window with the previous text
+    batch_size: int = 8  # windows decoded together on long audio; 1 = sequential
+    no_speech_threshold: float = (
+        0.6  # a window above this no-speech prob. (and low logprob) is silent
+    )
+    compression_ratio_threshold: float = 2.4  # above this gzip ratio a window is a repetition loop
+    log_prob_threshold: float = -1.0  # below this average log-probability decoding is retried
+
+    def validate(self, *, multilingual: bool) -> TranscribeSettings:
+        """Check every field; return the settings with the language code normalised."""
+        if self.task not in TASKS:
+            raise ValueError(f"task: {self.task!r} is not one of {', '.join(TASKS)}")
+        language = language_code(self.language)
+        if not multilingual and self.task == "translate":
+            raise ValueError(
+                "task: translate needs a multilingual model; this model is English-only "
+                "(use the `base` model or another multilingual one)"
+            )
+        if not multilingual and language not in (None, "en"):
+            raise ValueError(
+                f"language: this model is English-only and cannot transcribe {language!r}; "
+                "use a multilingual model such as `base`"
+            )
+        if not 1 <= self.beam_size <= MAX_BEAM_SIZE:
+            raise ValueError(f"beam_size: {self.beam_size} is outside 1..{MAX_BEAM_SIZE}")
+        if not 0.0 <= self.temperature <= 1.0:
+            raise ValueError(f"temperature: {self.temperature} is outside 0..1")
+        if not 1 <= self.batch_size <= 64:
+            raise ValueError(f"batch_size: {self.batch_size} is outside 1..64")
+        if not 0.0 <= self.no_speech_threshold <= 1.0:
+            raise ValueError(f"no_speech_threshold: {self.no_speech_threshold} is outside 0..1")
+        if not 1.0 <= self.compression_ratio_threshold <= 10.0:
+            raise ValueError(
+                f"compression_ratio_threshold: {self.compression_ratio_threshold} is outside 1..10"
+            )
+        if not -10.0 <= self.log_prob_threshold <= 0.0:
+            raise ValueError(f"log_prob_threshold: {self.log_prob_threshold} is outside -10..0")
+        return replace(self, language=language)
+
+    @property
+    def temperatures(self) -> tuple[float, ...]:
+        if not self.temperature_fallback:
+            return (self.temperature,)
+        return (self.temperature, *(t for t in FALLBACK_TEMPERATURES if t > self.temperature))
+
+
+@dataclass(frozen=True)
+class Word:
+    start: float
+    end: float
+    word: str
+    probability: float
+
+
+@dataclass(frozen=True)
+class Segment:
+    id: int
+    start: float
+    end: float
+    text: str
+    avg_logprob: float
+    no_speech_prob: float
+    words: list[Word] | None = None
+
+
+@dataclass(frozen=True)
+class Transcript:
+    text: str
+    language: str
+    language_probability: float
+    duration: float
+    segments: list[Segment] = field(default_factory=list)
+
+
+def default_device() -> tuple[str, str]:
+    """(device, compute_type): float16 on a CUDA GPU, int8 on CPU."""
+    import ctranslate2
+
+    if ctranslate2.get_cuda_device_count() > 0:
+        return "cuda", "float16"
+    return "cpu", "int8"
+
+
+class Transcriber:
+    """One loaded Whisper model; `transcribe` and `detect_language` are safe to call repeatedly."""
+
+    def __init__(
+        self,
+        model_dir: str | os.PathLike,
+        *,
+        device: str | None = None,
+        compute_type: str | None = None,
+    ):
+        from faster_whisper import BatchedInferencePipeline, WhisperModel
+
+        auto_device, auto_compute = default_device()
+        device = device or auto_device
+        compute_type = compute_type or (auto_compute if device == auto_device else "default")
+        threads = (os.cpu_count() or 1) if device == "cpu" else 0
+        logger.info("loading %s on %s (%s, %s threads)", model_dir, device, compute_type, threads)
+        self.model = WhisperModel(
+            str(model_dir), device=device, compute_type=compute_type, cpu_threads=threads
+        )
+        self.batched = BatchedInferencePipeline(self.model)
+        self.device = device
+        self.compute_type = compute_type
+
+    @property
+    def multilingual(self) -> bool:
+        return self.model.model.is_multilingual
+
+    def detect_language(self, path: str | os.PathLike, top: int = 5) -> list[tuple[str, float]]:
+        """The `top` most likely languages of the speech in the first 30 s (after VAD)."""
+        audio = next(pieces(path, SHORT_AUDIO_SECONDS * 4))[1]
+        if not self.multilingual:
+            return [("en", 1.0)]
+        vad = audio.size > SHORT_AUDIO_SECONDS * SAMPLE_RATE
+        _, _, probs = self.model.detect_language(audio, vad_filter=vad)
+        return [(code, float(p)) for code, p in probs[:top]]
+
+    def transcribe(
+        self,
+        path: str | os.PathLike,
+        settings: TranscribeSettings,
+        *,
+        on_piece: Callable[[float, np.ndarray, list[Segment]], None] | None = None,
+    ) -> Transcript:
+        """Transcribe (or translate) a file of any length.
+
+        The file is streamed in pieces of at most ten minutes; `on_piece(offset, audio,
+        segments)` sees each piece with its segments (times relative to the whole file),
+        which lets the dataset export cut clips without holding the whole file.
+        """
+        settings = settings.validate(multilingual=self.multilingual)
+        segments: list[Segment] = []
+        language, probability, duration = settings.language, 1.0, 0.0
+        total = _duration_hint(path)
+        for offset, audio in pieces(path):
+            piece = replace(settings, language=language)
+            found, info = self._transcribe_array(audio, piece, first_id=len(segments))
+            if language is None:  # detect once, on the first piece, then keep it
+                language, probability = info.language, float(info.language_probability)
+            for segment in found:
+                segments.append(_shift(segment, offset))
+                if total:
+                    done = min(100.0, 100.0 * (offset + segment.end) / total)
+                    logger.info(
+                        "transcribed %.0f%% (%.1f s of %.1f s)", done, offset + segment.end, total
+                    )
+            duration = offset + audio.size / SAMPLE_RATE
+            if on_piece is not None:
+                on_piece(offset, audio, segments[len(segments) - len(found) :])
+        text = " ".join(s.text for s in segments if s.text).strip()
+        return Transcript(text, language or "en", probability, duration, segments)
+
+    def _transcribe_array(self, audio: np.ndarray, s: TranscribeSettings, first_id: int):
+        seconds = audio.size / SAMPLE_RATE
+        vad = s.vad_filter if s.vad_filter is not None else seconds > SHORT_AUDIO_SECONDS
+        common = dict(
+            language=s.language,
+            task=s.task,
+            beam_size=s.beam_size,
+            temperature=list(s.temperatures),
+            word_timestamps=s.word_timestamps,
+            initial_prompt=s.initial_prompt or None,
+            hotwords=s.hotwords or None,
+            no_speech_threshold=s.no_speech_threshold,
+            compression_ratio_threshold=s.compression_ratio_threshold,
+            log_prob_threshold=s.log_prob_threshold,
+        )
+        if s.batch_size > 1 and vad and seconds > SHORT_AUDIO_SECONDS:
+            # Batched long-form: VAD cuts speech into <=30 s chunks decoded side by side.
+            raw, info = self.batched.transcribe(
+                audio, batch_size=s.batch_size, without_timestamps=False, **common
+            )
+        else:
+            raw, info = self.model.transcribe(
+                audio,
+                vad_filter=vad,
+                condition_on_previous_text=s.condition_on_previous_text,
+                **common,
+            )
+        found = [_segment(first_id + i, seg) for i, seg in enumerate(raw) if seg.text.strip()]
+        return found, info
+
+
+def _segment(index: int, seg) -> Segment:
+    words = None
+    if seg.words is not None:
+        words = [Word(w.start, w.end, w.word, float(w.probability)) for w in seg.words]
+    return Segment(
+        id=index,
+        start=float(seg.start),
+        end=float(seg.end),
+        text=seg.text.strip(),
+        avg_logprob=float(seg.avg_logprob),
+        no_speech_prob=float(seg.no_speech_prob),
+        words=words,
+    )
+
+
+def _shift(segment: Segment, offset: float) -> Segment:
+    if not offset:
+        return segment
+    words = segment.words
+    if words is not None:
+        words = [replace(w, start=w.start + offset, end=w.end + offset) for w in words]
+    return replace(segment, start=segment.start + offset, end=segment.end + offset, words=words)
+
+
+def _duration_hint(path: str | os.PathLike) -> float | None:
+    from whisper_ft.audio import probe_duration
+
+    try:
+        return probe_duration(path)
+    except Exception:  # progress is a nicety; decoding reports real errors
+        return None
+
+
+def pieces(
+    path: str | os.PathLike, piece_seconds: float = PIECE_SECONDS
+) -> Iterator[tuple[float, np.ndarray]]:
+    """Yield (offset seconds, audio) pieces of at most `piece_seconds`, cut at quiet moments."""
+    limit = int(piece_seconds * SAMPLE_RATE)
+    buffer = np.zeros(0, dtype=np.float32)
+    offset = 0
+    for block in stream_audio(Path(path)):
+        buffer = np.concatenate([buffer, block])
+        while buffer.size > limit:
+            cut = quietest_cut(buffer, limit)
+            yield offset / SAMPLE_RATE, buffer[:cut]
+            offset += cut
+            buffer = buffer[cut:]
+    if buffer.size or offset == 0:
+        yield offset / SAMPLE_RATE, buffer
+
+
+def quietest_cut(audio: np.ndarray, limit: int) -> int:
+    """The sample index, at most `limit`, at the quietest 100 ms in the last 20 s before it."""
+    frame = SAMPLE_RATE // 10
+    start = max(frame, limit - CUT_SEARCH_SECONDS * SAMPLE_RATE)
+    window = audio[start:limit]
+    n = window.size // frame
+    if n == 0:
+        return limit
+    energy = (window[: n * frame].reshape(n, frame) ** 2).mean(axis=1)
+    return start + int(np.argmin(energy)) * frame + frame // 2
