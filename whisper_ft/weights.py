@@ -175,6 +175,8 @@ def ct2_model(spec: str | os.PathLike | None = None) -> Path:
     if spec in EMBEDDED:
         return embedded_ct2(spec)
     path = _local_or_hub(spec)
+    if is_ct2_dir(path / "ct2"):  # a trained weights archive (or its unpacked folder)
+        return path / "ct2"
     if is_ct2_dir(path):
         return path
     if is_hf_dir(path):
@@ -188,6 +190,8 @@ def hf_model(spec: str | os.PathLike | None = None) -> Path:
     if spec in EMBEDDED:
         return embedded_hf(spec)
     path = _local_or_hub(spec)
+    if is_hf_dir(path / "hf"):  # a trained weights archive (or its unpacked folder)
+        return path / "hf"
     if is_hf_dir(path):
         return path
     if is_ct2_dir(path):

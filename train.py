@@ -1,0 +1,119 @@
+"""Cog trainer: fine-tune Whisper with LoRA on a zip of audio + VTT/SRT, return merged weights.
+
+    cog train -i train_data=@data.zip
+    python -m whisper_ft train -i train_data=@data.zip -i base_model=tiny.en
+    COG_TRAIN_TYPE_STUB=train.py:train python -m cog.server.http --x-mode train
+
+The zip holds audio files and transcripts paired by name (`talk1.mp3` + `talk1.vtt`, in any
+folder). The result is one weights archive: serve it with COG_WEIGHTS=<archive or its URL>.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from pathlib import Path as LocalPath
+
+from cog import BaseModel, Input, Path
+
+from whisper_ft.dataset import load_dataset
+from whisper_ft.export import export
+from whisper_ft.finetune import LoraSettings, TrainSettings, finetune
+from whisper_ft.inputs import check_inputs, inputs_declared
+from whisper_ft.transcribe import language_code
+from whisper_ft.weights import hf_model
+
+logger = logging.getLogger(__name__)
+
+
+class TrainingOutput(BaseModel):
+    weights: Path
+
+
+@inputs_declared
+def train(
+    train_data: Path = Input(description="Zip of audio files with matching .vtt/.srt files"),
+    validation_data: Path | None = Input(
+        default=None, description="Optional zip for validation (default: split off train_data)"
+    ),
+    base_model: str = Input(
+        default="base",
+        description="base, tiny.en, a Hugging Face id, or a weights archive URL to continue from",
+    ),
+    language: str = Input(default="auto", description="Language of the speech (auto: detect)"),
+    task: str = Input(default="transcribe", choices=["transcribe", "translate"]),
+    num_train_epochs: float = Input(default=5.0, ge=0.1, le=100.0),
+    max_steps: int = Input(default=0, ge=0, le=100000, description="0: use num_train_epochs"),
+    learning_rate: float = Input(default=1e-3, ge=1e-6, le=0.1),
+    batch_size: int = Input(default=8, ge=1, le=256),
+    gradient_accumulation: int = Input(default=1, ge=1, le=256),
+    lora_rank: int = Input(default=32, ge=1, le=256),
+    lora_alpha: int = Input(default=64, ge=1, le=1024),
+    lora_dropout: float = Input(default=0.05, ge=0.0, le=0.9),
+    target_modules: str = Input(
+        default="q_proj,v_proj",
+        description="Comma-separated: q_proj,k_proj,v_proj,out_proj,fc1,fc2",
+    ),
+    timestamp_fraction: float = Input(
+        default=0.5, ge=0.0, le=1.0, description="Share of windows trained with timestamps"
+    ),
+    validation_fraction: float = Input(default=0.1, ge=0.0, le=0.5),
+    skip_bad_files: bool = Input(
+        default=False, description="Skip unpaired or broken files with a warning instead of failing"
+    ),
+    save_adapter: bool = Input(default=False, description="Also include the LoRA adapter alone"),
+    seed: int = Input(default=0, ge=0, le=2**31 - 1),
+) -> TrainingOutput:
+    args = check_inputs(train, dict(locals()))
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    settings = TrainSettings(
+        language=language_code(args["language"]),
+        task=args["task"],
+        num_train_epochs=args["num_train_epochs"],
+        max_steps=args["max_steps"] or None,
+        learning_rate=args["learning_rate"],
+        batch_size=args["batch_size"],
+        gradient_accumulation=args["gradient_accumulation"],
+        timestamp_fraction=args["timestamp_fraction"],
+        seed=args["seed"],
+    ).validate()
+    lora = LoraSettings(
+        rank=args["lora_rank"],
+        alpha=args["lora_alpha"],
+        dropout=args["lora_dropout"],
+        target_modules=tuple(m.strip() for m in args["target_modules"].split(",") if m.strip()),
+    ).validate()
+    base_dir = hf_model(args["base_model"])
+    work = LocalPath(tempfile.mkdtemp(prefix="whisper-ft-train-"))
+    dataset = load_dataset(
+        LocalPath(args["train_data"]),
+        work / "data",
+        validation_fraction=args["validation_fraction"],
+        validation_zip=LocalPath(args["validation_data"]) if args["validation_data"] else None,
+        skip_bad=args["skip_bad_files"],
+        seed=args["seed"],
+    )
+    model, processor, report = finetune(base_dir, dataset, settings, lora)
+    manifest = {
+        "base_model": args["base_model"],
+        "train": settings,
+        "lora": lora,
+        "dataset": {
+            "recordings": dataset.recordings,
+            "windows": len(dataset.train) + len(dataset.validation),
+            "seconds": round(dataset.seconds, 1),
+            "warnings": dataset.warnings,
+        },
+        **{k: getattr(report, k) for k in ("language", "wer_before", "wer_after", "best_epoch")},
+        "history": report.history,
+        "training_seconds": round(report.seconds, 1),
+    }
+    archive = export(
+        model,
+        processor,
+        base_dir,
+        work / "weights.tar",
+        manifest,
+        save_adapter=args["save_adapter"],
+    )
+    return TrainingOutput(weights=Path(archive))

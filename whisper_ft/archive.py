@@ -1,0 +1,124 @@
+"""The trained weights archive: one tar that training returns and the predictor serves.
+
+    weights.tar
+      manifest.json        base model, settings, dataset size, WER before/after, versions
+      hf/                  the merged model in Hugging Face form (safetensors + processor)
+      ct2/                 the same model in CTranslate2 form, for serving
+      adapter/             the LoRA adapter alone (when asked for)
+
+An archive is written under a temporary name and renamed when complete, so a run killed
+mid-way never leaves one that looks finished. One that is read is checked before anything is
+unpacked: regular files and folders only, no absolute paths, no `..`, bounded sizes; then it
+is unpacked once into `weights/archives/<sha256>/`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import tarfile
+import tempfile
+import urllib.request
+from pathlib import Path, PurePosixPath
+
+from whisper_ft.weights import WEIGHTS_DIR, ModelError, is_ct2_dir, is_hf_dir, prepared
+
+logger = logging.getLogger(__name__)
+
+FORMAT = "whisper-ft-weights/1"
+MAX_ARCHIVE_BYTES = 20 * 1024**3  # the largest Whisper (large-v3) in both forms fits easily
+MAX_MEMBERS = 1000
+REQUIRED = ("manifest.json", "ct2/model.bin", "ct2/config.json", "hf/config.json")
+
+
+def pack(root: Path, archive: Path) -> Path:
+    """Tar the folders and files in `root` into `archive`, atomically."""
+    archive.parent.mkdir(parents=True, exist_ok=True)
+    tmp = archive.with_name(f".{archive.name}.partial")
+    with tarfile.open(tmp, "w") as tar:
+        for item in sorted(root.iterdir()):
+            tar.add(item, arcname=item.name)
+    os.replace(tmp, archive)
+    return archive
+
+
+def read_manifest(root: Path) -> dict:
+    try:
+        manifest = json.loads((root / "manifest.json").read_text())
+    except (OSError, ValueError) as e:
+        raise ModelError(f"the weights archive has no readable manifest.json ({e})") from e
+    if manifest.get("format") != FORMAT:
+        raise ModelError(f"the weights archive is not a {FORMAT} archive from train.py")
+    return manifest
+
+
+def unpack_weights(spec: str) -> Path:
+    """A weights archive (path or URL) -> the folder it is unpacked in (cached by content)."""
+    remote = spec.startswith(("http://", "https://"))
+    local = _download(spec) if remote else Path(spec).expanduser()
+    digest = _sha256(local)
+    target = WEIGHTS_DIR / "archives" / digest[:32]
+    root = prepared(target, lambda out: _extract(local, out))
+    manifest = read_manifest(root)
+    if not (is_ct2_dir(root / "ct2") and is_hf_dir(root / "hf")):
+        raise ModelError("the weights archive misses its ct2/ or hf/ model files")
+    logger.info(
+        "weights archive: fine-tuned from %s, validation WER %s -> %s",
+        manifest.get("base_model"),
+        manifest.get("wer_before"),
+        manifest.get("wer_after"),
+    )
+    return root
+
+
+def _download(url: str) -> Path:
+    folder = Path(tempfile.mkdtemp(prefix="weights-"))
+    path = folder / "weights.tar"
+    try:
+        with urllib.request.urlopen(url, timeout=60) as response, open(path, "wb") as f:
+            while block := response.read(1 << 20):
+                f.write(block)
+    except OSError as e:
+        raise ModelError(f"cannot download the weights archive {url}: {e}") from e
+    return path
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    try:
+        with open(path, "rb") as f:
+            while block := f.read(1 << 20):
+                digest.update(block)
+    except OSError as e:
+        raise ModelError(f"cannot read the weights archive {path}: {e}") from e
+    return digest.hexdigest()
+
+
+def _extract(archive: Path, out: Path) -> None:
+    try:
+        with tarfile.open(archive, "r:*") as tar:
+            members = tar.getmembers()
+            _check_members(members)
+            tar.extractall(out, members=members, filter="data")
+    except tarfile.TarError as e:
+        raise ModelError(f"{archive.name} is not a readable weights archive (tar): {e}") from e
+    missing = [name for name in REQUIRED if not (out / name).is_file()]
+    if missing:
+        raise ModelError(f"the weights archive misses {', '.join(missing)}; re-run training")
+
+
+def _check_members(members: list[tarfile.TarInfo]) -> None:
+    if len(members) > MAX_MEMBERS:
+        raise ModelError(f"the weights archive has {len(members)} entries (limit {MAX_MEMBERS})")
+    total = 0
+    for m in members:
+        path = PurePosixPath(m.name)
+        if path.is_absolute() or ".." in path.parts:
+            raise ModelError(f"the weights archive has an unsafe path: {m.name!r}")
+        if not (m.isfile() or m.isdir()):
+            raise ModelError(f"the weights archive has a link or device entry: {m.name!r}")
+        total += m.size
+        if total > MAX_ARCHIVE_BYTES:
+            raise ModelError("the weights archive unpacks to more than 20 GiB")

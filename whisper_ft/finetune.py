@@ -1,0 +1,401 @@
+"""Fine-tune Whisper with LoRA on a user's own recordings, and measure it by WER.
+
+    model, report = finetune(hf_model("tiny.en"), dataset, TrainSettings(), LoraSettings())
+
+Why a small loop of our own instead of `Seq2SeqTrainer`: the run is short (minutes), must
+evaluate WER by generation after every epoch, keep the best LoRA weights in memory, report
+progress with an ETA to Cog's logs, and run the same on CPU and GPU. That is fifty lines of
+PyTorch that read top to bottom; the Trainer would add checkpoint files and a second set of
+settings to keep in sync.
+
+Labels follow Whisper's own training format: `<|startoftranscript|><|lang|><|task|>`, then
+either `<|notimestamps|>` and the text, or the text of each cue between its start and end
+timestamp tokens, so the fine-tuned model still times segments for subtitles.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import random
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from whisper_ft.dataset import Dataset, Example
+from whisper_ft.wer import word_error_rate
+
+logger = logging.getLogger(__name__)
+
+TIME_PRECISION = 0.02  # seconds per Whisper timestamp token
+MAX_LABEL_TOKENS = 448  # Whisper decoder's context
+
+
+@dataclass(frozen=True)
+class LoraSettings:
+    rank: int = 32  # LoRA rank r
+    alpha: int = 64  # scaling numerator: updates are scaled by alpha / rank
+    dropout: float = 0.05  # dropout on the LoRA input
+    target_modules: tuple[str, ...] = ("q_proj", "v_proj")  # attention projections adapted
+
+    def validate(self) -> LoraSettings:
+        if not 1 <= self.rank <= 256:
+            raise ValueError(f"lora_rank: {self.rank} is outside 1..256")
+        if not 1 <= self.alpha <= 1024:
+            raise ValueError(f"lora_alpha: {self.alpha} is outside 1..1024")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"lora_dropout: {self.dropout} is outside 0..1")
+        allowed = {"q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2"}
+        unknown = [m for m in self.target_modules if m not in allowed]
+        if unknown or not self.target_modules:
+            raise ValueError(
+                f"target_modules: {', '.join(unknown) or 'none given'}; "
+                f"choose from {', '.join(sorted(allowed))}"
+            )
+        return self
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    language: str | None = None  # language code of the speech; None: detect it on the data
+    task: str = "transcribe"  # or translate (speech in any language, English labels)
+    num_train_epochs: float = 5.0  # passes over the training windows
+    max_steps: int | None = None  # stop after this many optimizer steps (overrides epochs)
+    learning_rate: float = 1e-3  # peak LoRA learning rate (linear warm-up, linear decay)
+    warmup_fraction: float = 0.1  # share of the steps spent warming up
+    batch_size: int = 8  # windows per forward pass
+    gradient_accumulation: int = 1  # forward passes per optimizer step
+    timestamp_fraction: float = 0.5  # share of windows trained with timestamp tokens
+    eval_batch_size: int = 8
+    seed: int = 0
+
+    def validate(self) -> TrainSettings:
+        if self.task not in ("transcribe", "translate"):
+            raise ValueError(f"task: {self.task!r} is not transcribe or translate")
+        if not 0 < self.num_train_epochs <= 100:
+            raise ValueError(f"num_train_epochs: {self.num_train_epochs} is outside (0, 100]")
+        if self.max_steps is not None and not 1 <= self.max_steps <= 100_000:
+            raise ValueError(f"max_steps: {self.max_steps} is outside 1..100000")
+        if not 0 < self.learning_rate <= 0.1:
+            raise ValueError(f"learning_rate: {self.learning_rate} is outside (0, 0.1]")
+        if not 1 <= self.batch_size <= 256:
+            raise ValueError(f"batch_size: {self.batch_size} is outside 1..256")
+        if not 1 <= self.gradient_accumulation <= 256:
+            raise ValueError(
+                f"gradient_accumulation: {self.gradient_accumulation} is outside 1..256"
+            )
+        if not 0.0 <= self.timestamp_fraction <= 1.0:
+            raise ValueError(f"timestamp_fraction: {self.timestamp_fraction} is outside 0..1")
+        return self
+
+
+@dataclass
+class TrainReport:
+    language: str
+    train_windows: int
+    validation_windows: int
+    steps: int = 0
+    seconds: float = 0.0
+    wer_before: float | None = None  # validation WER of the base model, in percent
+    wer_after: float | None = None  # validation WER of the merged (best) model
+    best_epoch: int | None = None
+    history: list[dict] = field(default_factory=list)  # per epoch: loss, WER
+
+
+# ---------------------------------------------------------------- labels and the collator
+
+
+class Labeller:
+    """Turns an Example into Whisper decoder labels, with or without timestamp tokens."""
+
+    def __init__(self, tokenizer, language: str | None, task: str, multilingual: bool):
+        self.tokenizer = tokenizer
+        self.prefix_plain = self._prefix(language, task, multilingual, timestamps=False)
+        self.prefix_timed = self._prefix(language, task, multilingual, timestamps=True)
+        self.eot = tokenizer.convert_tokens_to_ids("<|endoftext|>")
+        self.timestamp_begin = tokenizer.convert_tokens_to_ids("<|0.00|>")
+
+    def _prefix(self, language, task, multilingual, timestamps) -> list[int]:
+        tokens = ["<|startoftranscript|>"]
+        if multilingual:
+            tokens += [f"<|{language}|>", f"<|{task}|>"]
+        if not timestamps:
+            tokens.append("<|notimestamps|>")
+        return self.tokenizer.convert_tokens_to_ids(tokens)
+
+    def text_ids(self, text: str) -> list[int]:
+        return self.tokenizer.encode(" " + text.strip(), add_special_tokens=False)
+
+    def labels(self, example: Example, timestamps: bool) -> list[int]:
+        if timestamps and example.cues:
+            ids = list(self.prefix_timed)
+            for cue in example.cues:
+                ids.append(self._time(cue.start))
+                ids += self.text_ids(" ".join(cue.text.split()))
+                ids.append(self._time(cue.end))
+        else:
+            ids = self.prefix_plain + self.text_ids(example.text)
+        ids.append(self.eot)
+        if len(ids) > MAX_LABEL_TOKENS:
+            raise ValueError(
+                f"{example.recording} at {example.start:.1f} s: the transcript of this 30 s "
+                f"window is {len(ids)} tokens, more than Whisper's {MAX_LABEL_TOKENS}"
+            )
+        return ids
+
+    def _time(self, seconds: float) -> int:
+        return self.timestamp_begin + min(1500, max(0, round(seconds / TIME_PRECISION)))
+
+
+class Collator:
+    """Batches features and labels for WhisperForConditionalGeneration.
+
+    Labels are padded and then masked to -100 *by the attention mask*, not by value: Whisper's
+    pad token is also its end-of-text token, so masking by value would hide the very token
+    that teaches the model to stop. The model prepends `decoder_start_token_id` itself when
+    it shifts labels right, so a leading start token is stripped here.
+    """
+
+    def __init__(self, feature_extractor, pad_token_id: int, decoder_start_token_id: int):
+        self.feature_extractor = feature_extractor
+        self.pad_token_id = pad_token_id
+        self.decoder_start_token_id = decoder_start_token_id
+
+    def __call__(self, audios: Sequence[np.ndarray], labels: Sequence[list[int]]) -> dict:
+        features = self.feature_extractor(
+            list(audios), sampling_rate=16000, return_tensors="pt"
+        ).input_features
+        if all(ids and ids[0] == self.decoder_start_token_id for ids in labels):
+            labels = [ids[1:] for ids in labels]
+        width = max(len(ids) for ids in labels)
+        padded = torch.full((len(labels), width), self.pad_token_id, dtype=torch.long)
+        mask = torch.zeros((len(labels), width), dtype=torch.long)
+        for row, ids in enumerate(labels):
+            padded[row, : len(ids)] = torch.tensor(ids)
+            mask[row, : len(ids)] = 1
+        return {"input_features": features, "labels": padded.masked_fill(mask == 0, -100)}
+
+
+# ---------------------------------------------------------------- evaluation
+
+
+@torch.no_grad()
+def transcribe_examples(model, processor, audios, language, task, batch_size=8) -> list[str]:
+    """Greedy transcripts of short clips through the transformers generate path."""
+    model.eval()
+    device = next(model.parameters()).device
+    dtype = next(model.parameters()).dtype
+    texts: list[str] = []
+    kwargs = {"task": task, "language": language} if model.config.vocab_size >= 51865 else {}
+    for i in range(0, len(audios), batch_size):
+        features = processor.feature_extractor(
+            list(audios[i : i + batch_size]), sampling_rate=16000, return_tensors="pt"
+        ).input_features.to(device, dtype)
+        ids = model.generate(features, num_beams=1, do_sample=False, **kwargs)
+        texts += processor.tokenizer.batch_decode(ids, skip_special_tokens=True)
+    return [t.strip() for t in texts]
+
+
+def evaluate(model, processor, examples: Sequence[Example], language, task, batch_size) -> float:
+    hypotheses = transcribe_examples(
+        model, processor, [e.audio for e in examples], language, task, batch_size
+    )
+    return word_error_rate([e.text for e in examples], hypotheses, language)
+
+
+# ---------------------------------------------------------------- the training loop
+
+
+def pick_device() -> tuple[torch.device, torch.dtype | None]:
+    """CUDA with bf16 (or fp16) autocast where there is a GPU, else CPU in float32."""
+    if torch.cuda.is_available():
+        bf16 = torch.cuda.is_bf16_supported()
+        return torch.device("cuda"), torch.bfloat16 if bf16 else torch.float16
+    return torch.device("cpu"), None
+
+
+def detect_language(model, processor, examples: Sequence[Example]) -> str:
+    """Majority language of up to eight training windows, by the base model."""
+    if model.config.vocab_size < 51865:
+        return "en"
+    sample = list(examples[:8])
+    features = processor.feature_extractor(
+        [e.audio for e in sample], sampling_rate=16000, return_tensors="pt"
+    ).input_features.to(next(model.parameters()).device, next(model.parameters()).dtype)
+    with torch.no_grad():
+        ids = model.detect_language(features).tolist()
+    tokens = processor.tokenizer.convert_ids_to_tokens(ids)
+    votes = max(set(tokens), key=tokens.count)
+    language = votes.strip("<|>")
+    logger.info("detected language %r on the training audio (%s)", language, tokens)
+    return language
+
+
+def finetune(
+    base_dir: Path,
+    dataset: Dataset,
+    settings: TrainSettings,
+    lora: LoraSettings,
+):
+    """Train LoRA on `dataset`, keep the epoch with the best validation WER, return the merged
+    model, its processor and a TrainReport."""
+    from peft import (
+        LoraConfig,
+        get_peft_model,
+        get_peft_model_state_dict,
+        set_peft_model_state_dict,
+    )
+    from transformers import WhisperForConditionalGeneration, WhisperProcessor
+
+    settings, lora = settings.validate(), lora.validate()
+    torch.manual_seed(settings.seed)
+    rng = random.Random(settings.seed)
+    device, autocast_dtype = pick_device()
+
+    processor = WhisperProcessor.from_pretrained(base_dir)
+    model = WhisperForConditionalGeneration.from_pretrained(base_dir, dtype=torch.float32)
+    model.to(device)
+    multilingual = model.config.vocab_size >= 51865
+    language = settings.language or detect_language(model, processor, dataset.train)
+    if not multilingual and (language != "en" or settings.task != "transcribe"):
+        raise ValueError(
+            f"the base model is English-only; it cannot learn language {language!r} "
+            f"with task {settings.task!r}: use a multilingual base model such as `base`"
+        )
+    report = TrainReport(language, len(dataset.train), len(dataset.validation))
+    evaluating = bool(dataset.validation)
+    if evaluating:
+        report.wer_before = evaluate(
+            model, processor, dataset.validation, language, settings.task, settings.eval_batch_size
+        )
+        logger.info("validation WER before training: %.2f%%", report.wer_before)
+
+    labeller = Labeller(processor.tokenizer, language, settings.task, multilingual)
+    # Label every window both ways once; each epoch picks one form per window at random.
+    labelled = [
+        (e.audio, labeller.labels(e, False), labeller.labels(e, True) if e.cues else None)
+        for e in dataset.train
+    ]
+    collator = Collator(
+        processor.feature_extractor,
+        pad_token_id=model.config.pad_token_id,
+        decoder_start_token_id=model.config.decoder_start_token_id,
+    )
+
+    config = LoraConfig(
+        r=lora.rank,
+        lora_alpha=lora.alpha,
+        lora_dropout=lora.dropout,
+        target_modules=list(lora.target_modules),
+        bias="none",
+    )
+    model = get_peft_model(model, config)
+    if device.type == "cuda":
+        model.base_model.model.gradient_checkpointing_enable()
+        model.base_model.model.enable_input_require_grads()
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    logger.info("LoRA: %d trainable parameters (r=%d, alpha=%d)", trainable, lora.rank, lora.alpha)
+
+    per_epoch = math.ceil(len(labelled) / (settings.batch_size * settings.gradient_accumulation))
+    total_steps = settings.max_steps or max(1, round(per_epoch * settings.num_train_epochs))
+    epochs = math.ceil(total_steps / per_epoch)
+    warmup = max(1, int(total_steps * settings.warmup_fraction))
+    optimizer = torch.optim.AdamW(
+        [p for p in model.parameters() if p.requires_grad], lr=settings.learning_rate
+    )
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer,
+        lambda s: min((s + 1) / warmup, max(0.0, (total_steps - s) / (total_steps - warmup + 1))),
+    )
+    logger.info(
+        "training %d windows for %d steps (%d epochs, batch %d x %d) on %s",
+        len(labelled),
+        total_steps,
+        epochs,
+        settings.batch_size,
+        settings.gradient_accumulation,
+        device.type,
+    )
+
+    best_state, best_wer = None, math.inf
+    start, step = time.monotonic(), 0
+    for epoch in range(1, epochs + 1):
+        model.train()
+        order = list(range(len(labelled)))
+        rng.shuffle(order)
+        losses = []
+        batches = [
+            order[i : i + settings.batch_size] for i in range(0, len(order), settings.batch_size)
+        ]
+        for index, batch in enumerate(batches):
+            audios = [labelled[i][0] for i in batch]
+            labels = [
+                labelled[i][2]
+                if labelled[i][2] is not None and rng.random() < settings.timestamp_fraction
+                else labelled[i][1]
+                for i in batch
+            ]
+            inputs = {k: v.to(device) for k, v in collator(audios, labels).items()}
+            with torch.autocast(
+                device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None
+            ):
+                loss = model(**inputs).loss / settings.gradient_accumulation
+            loss.backward()
+            losses.append(loss.item() * settings.gradient_accumulation)
+            if (index + 1) % settings.gradient_accumulation and index + 1 < len(batches):
+                continue
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            step += 1
+            elapsed = time.monotonic() - start
+            logger.info(
+                "step %d/%d  epoch %d  loss %.4f  lr %.2e  %.1f s/step  ETA %.0f s",
+                step,
+                total_steps,
+                epoch,
+                losses[-1],
+                scheduler.get_last_lr()[0],
+                elapsed / step,
+                elapsed / step * (total_steps - step),
+            )
+            if step >= total_steps:
+                break
+        entry = {"epoch": epoch, "step": step, "loss": float(np.mean(losses))}
+        if evaluating:
+            entry["wer"] = evaluate(
+                model,
+                processor,
+                dataset.validation,
+                language,
+                settings.task,
+                settings.eval_batch_size,
+            )
+            logger.info(
+                "epoch %d: loss %.4f, validation WER %.2f%%", epoch, entry["loss"], entry["wer"]
+            )
+        report.history.append(entry)
+        score = entry.get("wer", -epoch)  # without validation, the last epoch is the best
+        if score <= best_wer:
+            best_wer, report.best_epoch = score, epoch
+            best_state = copy.deepcopy(get_peft_model_state_dict(model))
+        if step >= total_steps:
+            break
+
+    report.steps, report.seconds = step, time.monotonic() - start
+    set_peft_model_state_dict(model, best_state)
+    if evaluating:
+        report.wer_after = best_wer
+        logger.info(
+            "best epoch %d: validation WER %.2f%% -> %.2f%%",
+            report.best_epoch,
+            report.wer_before,
+            report.wer_after,
+        )
+    return model, processor, report
