@@ -1,0 +1,86 @@
+"""Start Cog's own HTTP server (coglet) the way a Cog container does, for end-to-end tests."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import requests
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class CogServer:
+    """`python -m cog.server.http` serving predict.py (or train.py with train=True)."""
+
+    def __init__(self, *, train: bool = False, env: dict | None = None, log: Path | None = None):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        environment = {
+            **os.environ,
+            "PORT": str(self.port),
+            "COG_PREDICT_TYPE_STUB": "predict.py:Predictor",
+            "COG_TRAIN_TYPE_STUB": "train.py:train",
+            **(env or {}),
+        }
+        command = [sys.executable, "-m", "cog.server.http", "--host", "127.0.0.1"]
+        if train:
+            command += ["--x-mode", "train"]
+        self.log = log
+        self._log_file = open(log, "w") if log else subprocess.DEVNULL  # noqa: SIM115
+        self.process = subprocess.Popen(
+            command, cwd=ROOT, env=environment, stdout=self._log_file, stderr=subprocess.STDOUT
+        )
+
+    def wait_ready(self, timeout: float = 180) -> dict:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"the Cog server exited with {self.process.returncode}")
+            try:
+                health = requests.get(f"{self.url}/health-check", timeout=5).json()
+                if health.get("status") in ("READY", "SETUP_FAILED", "DEFUNCT"):
+                    return health
+            except requests.ConnectionError:
+                pass
+            time.sleep(0.5)
+        raise TimeoutError("the Cog server did not become ready")
+
+    def health(self) -> dict:
+        return requests.get(f"{self.url}/health-check", timeout=5).json()
+
+    def predict(self, timeout: float = 600, **inputs) -> dict:
+        return self._post("predictions", inputs, timeout)
+
+    def train(self, timeout: float = 1800, **inputs) -> dict:
+        return self._post("trainings", inputs, timeout)
+
+    def _post(self, route: str, inputs: dict, timeout: float) -> dict:
+        """POST and wait for the result; a busy server answers 409, and clients retry."""
+        deadline = time.monotonic() + 60
+        while True:
+            response = requests.post(f"{self.url}/{route}", json={"input": inputs}, timeout=timeout)
+            if response.status_code != 409 or time.monotonic() > deadline:
+                break
+            time.sleep(0.25)
+        response.raise_for_status()
+        return response.json()
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+        if self.log:
+            self._log_file.close()
