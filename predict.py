@@ -92,10 +92,10 @@ class Predictor(BaseRunner):
             description="Comma-separated files to return: any of txt, srt, vtt, json",
         ),
         word_timestamps: bool = Input(default=False, description="Add per-word timings"),
-        vad_filter: str = Input(
-            default="auto",
-            choices=["auto", "true", "false"],
-            description="Skip non-speech with Silero VAD; auto: on for audio over 30 s",
+        vad_filter: bool = Input(
+            default=False,
+            description="Cut long audio where Silero VAD finds speech (skips long silence or "
+            "music) instead of at quiet moments",
         ),
         beam_size: int = Input(default=5, ge=1, le=10, description="Beam search width"),
         temperature: float = Input(
@@ -114,7 +114,11 @@ class Predictor(BaseRunner):
             default=True, description="Prompt each window with the text before it"
         ),
         batch_size: int = Input(
-            default=8, ge=1, le=64, description="Windows decoded together on long audio"
+            default=8,
+            ge=1,
+            le=64,
+            description="30 s windows decoded together on long audio; 1: Whisper's sequential "
+            "loop (timestamp tokens, previous-text prompts, temperature fallback)",
         ),
         no_speech_threshold: float = Input(default=0.6, ge=0.0, le=1.0),
         compression_ratio_threshold: float = Input(default=2.4, ge=1.0, le=10.0),
@@ -129,7 +133,7 @@ class Predictor(BaseRunner):
             temperature=args["temperature"],
             temperature_fallback=args["temperature_fallback"],
             word_timestamps=args["word_timestamps"],
-            vad_filter={"auto": None, "true": True, "false": False}[args["vad_filter"]],
+            vad_filter=args["vad_filter"],
             initial_prompt=args["initial_prompt"],
             hotwords=args["hotwords"],
             condition_on_previous_text=args["condition_on_previous_text"],

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from whisper_ft.audio import SAMPLE_RATE, stream_audio
+from whisper_ft.audio import N_SAMPLES, SAMPLE_RATE, stream_audio
 
 logger = logging.getLogger(__name__)
 
@@ -27,6 +27,7 @@ PIECE_SECONDS = 600  # long files are decoded and transcribed ten minutes at a t
 CUT_SEARCH_SECONDS = 20  # a piece ends at the quietest moment of its last 20 s
 SHORT_AUDIO_SECONDS = 30  # one Whisper window: no VAD, no batching needed
 MAX_BEAM_SIZE = 10
+SILENCE_PEAK = 1e-3  # -60 dBFS: audio quieter than this holds nothing to transcribe
 
 
 def language_code(language: str | None) -> str | None:
@@ -54,7 +55,7 @@ class TranscribeSettings:
     temperature: float = 0.0  # first temperature; higher ones follow when decoding fails
     temperature_fallback: bool = True  # retry at 0.2, 0.4 ... when a window looks wrong
     word_timestamps: bool = False  # add per-word start/end/probability
-    vad_filter: bool | None = None  # skip non-speech; None: on for audio longer than 30 s
+    vad_filter: bool = False  # cut long audio by Silero VAD instead of at quiet moments
     initial_prompt: str | None = None  # text that primes the first window (spellings, style)
     hotwords: str | None = None  # words to favour, given as a prompt to every window
     condition_on_previous_text: bool = True  # prompt each window with the previous text
@@ -197,7 +198,7 @@ class Transcriber:
         for offset, audio in pieces(path):
             piece = replace(settings, language=language)
             found, info = self._transcribe_array(audio, piece, first_id=len(segments))
-            if language is None:  # detect once, on the first piece, then keep it
+            if language is None and info is not None:  # detect once, on speech, then keep it
                 language, probability = info.language, float(info.language_probability)
             for segment in found:
                 segments.append(_shift(segment, offset))
@@ -213,40 +214,122 @@ class Transcriber:
         return Transcript(text, language or "en", probability, duration, segments)
 
     def _transcribe_array(self, audio: np.ndarray, s: TranscribeSettings, first_id: int):
+        """Segments of one piece, and faster-whisper's info (None when it is all silence:
+        Whisper invents words such as "you" on digital silence)."""
         seconds = audio.size / SAMPLE_RATE
-        vad = s.vad_filter if s.vad_filter is not None else seconds > SHORT_AUDIO_SECONDS
+        if not _audible(audio):
+            return [], None
         common = dict(
             language=s.language,
             task=s.task,
             beam_size=s.beam_size,
             temperature=list(s.temperatures),
-            word_timestamps=s.word_timestamps,
             initial_prompt=s.initial_prompt or None,
             hotwords=s.hotwords or None,
             no_speech_threshold=s.no_speech_threshold,
             compression_ratio_threshold=s.compression_ratio_threshold,
             log_prob_threshold=s.log_prob_threshold,
         )
-        if s.batch_size > 1 and vad and seconds > SHORT_AUDIO_SECONDS:
-            # Batched long-form: VAD cuts speech into <=30 s chunks decoded side by side.
-            raw, info = self.batched.transcribe(
-                audio, batch_size=s.batch_size, without_timestamps=False, **common
-            )
-        else:
+        if s.batch_size == 1 or seconds <= SHORT_AUDIO_SECONDS:
+            # One window, or sequential decoding asked for: Whisper's own long-form loop,
+            # with timestamp tokens, conditioning on previous text and temperature fallback.
             raw, info = self.model.transcribe(
                 audio,
-                vad_filter=vad,
+                vad_filter=bool(s.vad_filter),
+                word_timestamps=s.word_timestamps,
                 condition_on_previous_text=s.condition_on_previous_text,
                 **common,
             )
-        found = [_segment(first_id + i, seg) for i, seg in enumerate(raw) if seg.text.strip()]
+            found = [_segment(first_id + i, seg) for i, seg in enumerate(raw) if seg.text.strip()]
+            return found, info
+        # Long audio: windows of <=30 s cut at quiet moments (or by VAD when asked) decoded in
+        # batches without timestamp tokens, then timed by word alignment and cut into
+        # subtitle-sized segments. Measured on real speech (bench/serving.py), this is about
+        # twice as fast as the sequential loop at a lower WER; timestamp tokens in batched
+        # mode and VAD-cut windows both cost WER there.
+        windows = None
+        if not s.vad_filter:
+            windows = [w for w in quiet_windows(audio) if _audible(audio, w)]
+        raw, info = self.batched.transcribe(
+            audio,
+            batch_size=s.batch_size,
+            vad_filter=bool(s.vad_filter),
+            clip_timestamps=windows,
+            without_timestamps=True,
+            word_timestamps=True,
+            **common,
+        )
+        found: list[Segment] = []
+        for window in raw:
+            silent = window.no_speech_prob > s.no_speech_threshold
+            if silent and window.avg_logprob < s.log_prob_threshold:
+                continue  # Whisper's no-speech rule, which batched decoding does not apply
+            for words in split_words([_word(w) for w in window.words or []]):
+                found.append(
+                    Segment(
+                        id=first_id + len(found),
+                        start=words[0].start,
+                        end=words[-1].end,
+                        text="".join(w.word for w in words).strip(),
+                        avg_logprob=float(window.avg_logprob),
+                        no_speech_prob=float(window.no_speech_prob),
+                        words=words if s.word_timestamps else None,
+                    )
+                )
         return found, info
 
 
+SENTENCE_ENDS = (".", "?", "!", "。", "？", "！")
+MAX_SEGMENT_CHARS = 84  # two subtitle lines of 42 characters
+MAX_SEGMENT_SECONDS = 7.0  # a subtitle stays on screen at most this long
+PAUSE_SECONDS = 0.6  # a silence this long between words starts a new segment
+
+
+def split_words(words: list[Word]) -> list[list[Word]]:
+    """Group timed words into subtitle-sized segments: a new one after a sentence ends, at a
+    pause, or before the text or time would pass two subtitle lines."""
+    groups: list[list[Word]] = []
+    current: list[Word] = []
+    for word in words:
+        if current:
+            text = "".join(w.word for w in current) + word.word
+            if (
+                current[-1].word.strip().endswith(SENTENCE_ENDS)
+                or word.start - current[-1].end >= PAUSE_SECONDS
+                or len(text.strip()) > MAX_SEGMENT_CHARS
+                or word.end - current[0].start > MAX_SEGMENT_SECONDS
+            ):
+                groups.append(current)
+                current = []
+        current.append(word)
+    if current:
+        groups.append(current)
+    return groups
+
+
+def quiet_windows(audio: np.ndarray) -> list[dict]:
+    """Cut audio into windows of at most 30 s at quiet moments: [{"start": s, "end": s}]."""
+    windows, start = [], 0
+    while audio.size - start > N_SAMPLES:
+        cut = start + quietest_cut(audio[start:], N_SAMPLES)
+        windows.append({"start": start / SAMPLE_RATE, "end": cut / SAMPLE_RATE})
+        start = cut
+    windows.append({"start": start / SAMPLE_RATE, "end": audio.size / SAMPLE_RATE})
+    return windows
+
+
+def _audible(audio: np.ndarray, window: dict | None = None) -> bool:
+    if window is not None:
+        audio = audio[int(window["start"] * SAMPLE_RATE) : int(window["end"] * SAMPLE_RATE)]
+    return audio.size > 0 and float(np.abs(audio).max()) >= SILENCE_PEAK
+
+
+def _word(w) -> Word:
+    return Word(float(w.start), float(w.end), w.word, float(w.probability))
+
+
 def _segment(index: int, seg) -> Segment:
-    words = None
-    if seg.words is not None:
-        words = [Word(w.start, w.end, w.word, float(w.probability)) for w in seg.words]
+    words = None if seg.words is None else [_word(w) for w in seg.words]
     return Segment(
         id=index,
         start=float(seg.start),
@@ -295,7 +378,11 @@ def pieces(
 
 
 def quietest_cut(audio: np.ndarray, limit: int) -> int:
-    """The sample index, at most `limit`, at the quietest 100 ms in the last 20 s before it."""
+    """A sample index, at most `limit`, in the quietest 100 ms of the last 20 s before it.
+
+    Of frames about as quiet as the quietest, the latest wins: pieces stay long, so fewer
+    windows are decoded.
+    """
     frame = SAMPLE_RATE // 10
     start = max(frame, limit - CUT_SEARCH_SECONDS * SAMPLE_RATE)
     window = audio[start:limit]
@@ -303,4 +390,5 @@ def quietest_cut(audio: np.ndarray, limit: int) -> int:
     if n == 0:
         return limit
     energy = (window[: n * frame].reshape(n, frame) ** 2).mean(axis=1)
-    return start + int(np.argmin(energy)) * frame + frame // 2
+    quiet = np.flatnonzero(energy <= energy.min() * 2 + 1e-10)
+    return start + int(quiet[-1]) * frame + frame // 2

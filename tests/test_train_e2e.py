@@ -1,0 +1,129 @@
+"""End to end, as a user does it: train through Cog's HTTP server, then serve the weights.
+
+The dataset teaches tiny.en four invented product names (tests/vocab.py). The checks run on
+held-out sentences that are not in the training set, spoken by a voice it never heard.
+"""
+
+from __future__ import annotations
+
+import base64
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from tests import vocab
+from tests.cog_server import CogServer, UploadServer
+from whisper_ft.wer import word_error_rate
+
+pytestmark = pytest.mark.slow
+
+
+def data_url(path: Path, mime: str) -> str:
+    return f"data:{mime};base64," + base64.b64encode(path.read_bytes()).decode()
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> dict:
+    folder = tmp_path_factory.mktemp("vocab")
+    return {
+        "zip": vocab.training_zip(folder),
+        "held_out": vocab.held_out(folder),
+        "general": vocab.general(folder),
+    }
+
+
+@pytest.fixture(scope="module")
+def archive(data, tmp_path_factory) -> Path:
+    """Train once, through `python -m cog.server.http --x-mode train`."""
+    folder = tmp_path_factory.mktemp("train")
+    uploads = UploadServer(folder / "uploads")
+    server = CogServer(train=True, log=folder / "train.log", upload_url=uploads.url)
+    try:
+        assert server.wait_ready()["status"] == "READY", (folder / "train.log").read_text()[-3000:]
+        result = server.train(
+            train_data=data_url(data["zip"], "application/zip"), base_model="tiny.en"
+        )
+        assert result["status"] == "succeeded", result.get("error")
+        assert "validation WER before training" in result["logs"]
+        assert "step 1/" in result["logs"]
+        url = result["output"]["weights"]
+        path = uploads.folder / Path(url.split("?")[0]).name
+        assert path.is_file(), url
+        return path
+    finally:
+        server.stop()
+        uploads.stop()
+
+
+def test_archive_holds_both_forms_and_a_manifest(archive):
+    import json
+    import tarfile
+
+    with tarfile.open(archive) as tar:
+        names = set(tar.getnames())
+        manifest = json.load(tar.extractfile("manifest.json"))
+    assert {"ct2/model.bin", "hf/model.safetensors", "hf/config.json"} <= names
+    assert manifest["base_model"] == "tiny.en"
+    assert manifest["wer_after"] <= manifest["wer_before"]
+    assert manifest["dataset"]["recordings"] >= 10
+
+
+def transcribe_all(server: CogServer, utterances) -> list[dict]:
+    outputs = []
+    for u in utterances:
+        result = server.predict(audio=data_url(u.path, "audio/wav"), output_formats="srt")
+        assert result["status"] == "succeeded", result.get("error")
+        outputs.append(result["output"])
+    return outputs
+
+
+@pytest.fixture(scope="module")
+def served(archive, data, tmp_path_factory) -> dict:
+    """Held-out and general transcripts from the base model and from the trained weights."""
+    folder = tmp_path_factory.mktemp("serve")
+    found = {}
+    for name, env in (
+        ("base", {"WHISPER_FT_MODEL": "tiny.en"}),
+        ("tuned", {"COG_WEIGHTS": str(archive)}),
+    ):
+        server = CogServer(env=env, log=folder / f"{name}.log")
+        try:
+            assert server.wait_ready()["status"] == "READY", (folder / f"{name}.log").read_text()
+            found[name] = {
+                "held_out": transcribe_all(server, data["held_out"]),
+                "general": transcribe_all(server, data["general"]),
+            }
+        finally:
+            server.stop()
+    return found
+
+
+def test_tuned_model_spells_the_new_names_on_held_out_sentences(served, data):
+    base = vocab.term_recall([o["text"] for o in served["base"]["held_out"]], data["held_out"])
+    tuned = vocab.term_recall([o["text"] for o in served["tuned"]["held_out"]], data["held_out"])
+    assert base <= 0.25, "the base model already knows the names: the test proves nothing"
+    assert tuned >= 0.75, [o["text"] for o in served["tuned"]["held_out"]]
+
+
+def test_general_speech_is_still_transcribed(served, data):
+    references = [u.text for u in data["general"]]
+    base = word_error_rate(references, [o["text"] for o in served["base"]["general"]], "en")
+    tuned = word_error_rate(references, [o["text"] for o in served["tuned"]["general"]], "en")
+    assert tuned <= max(base, 10.0) + 10.0, [o["text"] for o in served["tuned"]["general"]]
+
+
+def test_timestamps_stay_sane(served):
+    for output in served["tuned"]["held_out"] + served["tuned"]["general"]:
+        previous = 0.0
+        assert output["segments"], output
+        for segment in output["segments"]:
+            assert previous - 0.01 <= segment["start"] < segment["end"] <= output["duration"] + 0.05
+            previous = segment["end"]
+        srt = base64.b64decode(output["srt"].split(",", 1)[1]).decode()
+        assert srt.startswith("1\n00:00:")
+
+
+def test_training_data_zip_is_what_users_upload(data):
+    names = zipfile.ZipFile(data["zip"]).namelist()
+    assert any(n.endswith(".flac") for n in names) and any(n.endswith(".vtt") for n in names)

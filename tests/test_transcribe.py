@@ -1,0 +1,152 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from tests.conftest import STORY
+from tests.speech import espeak, silence
+from whisper_ft.audio import SAMPLE_RATE
+from whisper_ft.transcribe import (
+    Transcriber,
+    TranscribeSettings,
+    Word,
+    language_code,
+    pieces,
+    quiet_windows,
+    split_words,
+)
+from whisper_ft.weights import ct2_model
+from whisper_ft.wer import normalizer
+
+
+def word(text: str, start: float, end: float) -> Word:
+    return Word(start, end, text, 0.9)
+
+
+def test_split_words_at_sentence_ends_and_pauses():
+    words = [
+        word(" Hello", 0.0, 0.4),
+        word(" there.", 0.4, 0.8),
+        word(" How", 0.9, 1.1),
+        word(" are", 1.1, 1.3),
+        word(" you", 2.5, 2.8),
+    ]
+    groups = split_words(words)
+    assert ["".join(w.word for w in g).strip() for g in groups] == [
+        "Hello there.",
+        "How are",
+        "you",
+    ]
+
+
+def test_split_words_keeps_segments_subtitle_sized():
+    words = [word(" word", i * 0.3, i * 0.3 + 0.25) for i in range(100)]
+    groups = split_words(words)
+    assert sum(len(g) for g in groups) == 100
+    for g in groups:
+        assert len("".join(w.word for w in g).strip()) <= 84
+        assert g[-1].end - g[0].start <= 7.0
+
+
+def test_quiet_windows_cover_the_audio_and_cut_in_silence():
+    rng = np.random.default_rng(0)
+    loud = lambda s: rng.normal(0, 0.3, int(s * SAMPLE_RATE)).astype(np.float32)  # noqa: E731
+    audio = np.concatenate([loud(20), silence(1), loud(20), silence(1), loud(25)])
+    windows = quiet_windows(audio)
+    assert windows[0]["start"] == 0 and windows[-1]["end"] == audio.size / SAMPLE_RATE
+    for a, b in zip(windows, windows[1:], strict=False):
+        assert a["end"] == b["start"]
+    for w in windows:
+        assert w["end"] - w["start"] <= 30
+    for w in windows[:-1]:  # every cut lies in one of the silences
+        assert 20 <= w["end"] <= 21 or 41 <= w["end"] <= 42
+
+
+def test_pieces_stream_long_audio(tmp_path):
+    rng = np.random.default_rng(1)
+    audio = rng.normal(0, 0.1, 95 * SAMPLE_RATE).astype(np.float32)
+    audio[38 * SAMPLE_RATE : 39 * SAMPLE_RATE] = 0
+    from whisper_ft.audio import write_audio
+
+    write_audio(tmp_path / "a.flac", audio)
+    found = list(pieces(tmp_path / "a.flac", piece_seconds=40))
+    assert 38 <= found[1][0] <= 39  # the first cut falls in the silence
+    assert sum(p.size for _, p in found) == audio.size
+    assert all(p.size <= 40 * SAMPLE_RATE for _, p in found)
+
+
+@pytest.mark.parametrize(
+    ("given", "code"), [("auto", None), ("French", "fr"), ("de", "de"), ("EN", "en")]
+)
+def test_language_code(given, code):
+    assert language_code(given) == code
+
+
+def test_unknown_language():
+    with pytest.raises(ValueError, match="unknown language 'xx'"):
+        language_code("xx")
+
+
+@pytest.fixture(scope="module")
+def base() -> Transcriber:
+    return Transcriber(ct2_model("base"))
+
+
+@pytest.fixture(scope="module")
+def tiny() -> Transcriber:
+    return Transcriber(ct2_model("tiny.en"))
+
+
+SPEECH = {
+    # espeak-ng's French is robotic: Whisper needs two sentences of it to be sure.
+    "fr": "Bonjour et bienvenue. Nous sommes très heureux de vous accueillir aujourd'hui. "
+    "Le petit déjeuner est servi dans la salle à manger jusqu'à dix heures.",
+    "de": "Der Hund spielt im Garten und die Kinder lesen ein Buch in der Küche.",
+    "es": "El perro juega en el jardín mientras los niños leen un libro en la cocina.",
+}
+
+
+@pytest.mark.parametrize("language", ["en", "fr", "de", "es"])
+def test_detect_language(base, tmp_path, language):
+    text = SPEECH.get(language, STORY[0] + " " + STORY[2])
+    path = espeak(
+        text, tmp_path / f"{language}.wav", voice="en-us" if language == "en" else language
+    )
+    top = base.detect_language(path)
+    assert top[0][0] == language, top
+    assert top[0][1] > 0.5
+
+
+def test_translate_to_english(base, tmp_path):
+    spoken = (
+        "Buenos días. Me llamo Ana y vivo en Madrid desde hace diez años. Hoy hace muy buen tiempo."
+    )
+    path = espeak(spoken, tmp_path / "es.wav", voice="es", speed=130)
+    spanish = base.transcribe(path, TranscribeSettings())
+    english = base.transcribe(path, TranscribeSettings(task="translate"))
+    assert spanish.language == "es"
+    assert "buenos días" in spanish.text.lower()
+    heard = set(normalizer("en")(english.text).split())
+    assert {"good", "morning", "madrid"} <= heard, english.text
+    assert not {"buenos", "días", "hace", "llamo"} & heard, english.text
+
+
+def test_long_form_default_path(tiny, story_wav):
+    """Over 30 s: batched windows, timed by word alignment, cut into short segments."""
+    result = tiny.transcribe(story_wav, TranscribeSettings(word_timestamps=True))
+    spoken = {w for s in STORY for w in normalizer("en")(s).split()}
+    heard = set(normalizer("en")(result.text).split())
+    assert len(spoken & heard) / len(spoken) > 0.85, result.text
+    assert len(result.segments) >= 6
+    previous = 0.0
+    for segment in result.segments:
+        assert previous - 0.01 <= segment.start < segment.end <= result.duration + 0.01
+        assert segment.words and segment.words[0].start == segment.start
+        previous = segment.end
+
+
+def test_silence_gives_no_text(tiny, tmp_path):
+    from whisper_ft.audio import write_audio
+
+    write_audio(tmp_path / "quiet.wav", silence(45))
+    assert tiny.transcribe(tmp_path / "quiet.wav", TranscribeSettings()).text == ""
