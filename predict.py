@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import tempfile
 from pathlib import Path as LocalPath
 
@@ -73,6 +74,7 @@ class Predictor(BaseRunner):
         spec = str(weights) if weights else os.environ.get("WHISPER_FT_MODEL") or None
         self.model_dir = model_weights.ct2_model(spec)
         self.transcriber = Transcriber(self.model_dir)
+        self.out_dir: LocalPath | None = None
 
     @inputs_declared
     def run(
@@ -142,9 +144,13 @@ class Predictor(BaseRunner):
             compression_ratio_threshold=args["compression_ratio_threshold"],
             log_prob_threshold=args["log_prob_threshold"],
         )
-        out_dir = LocalPath(tempfile.mkdtemp(prefix="whisper-ft-"))
+        # Cog reads a prediction's files after run() returns, so each request's folder is
+        # removed when the next one starts: at most one request's files are ever on disk.
+        if self.out_dir is not None:
+            shutil.rmtree(self.out_dir, ignore_errors=True)
+        self.out_dir = LocalPath(tempfile.mkdtemp(prefix="whisper-ft-"))
         result = outputs.run_task(
-            self.transcriber, args["audio"], args["task"], settings, formats, out_dir
+            self.transcriber, args["audio"], args["task"], settings, formats, self.out_dir
         )
         return to_output(result)
 

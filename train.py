@@ -54,6 +54,9 @@ def train(
         default="q_proj,v_proj",
         description="Comma-separated: q_proj,k_proj,v_proj,out_proj,fc1,fc2",
     ),
+    lora_layers: str = Input(
+        default="all", choices=["all", "decoder", "encoder"], description="Layers LoRA adapts"
+    ),
     timestamp_fraction: float = Input(
         default=0.5, ge=0.0, le=1.0, description="Share of windows trained with timestamps"
     ),
@@ -82,6 +85,7 @@ def train(
         alpha=args["lora_alpha"],
         dropout=args["lora_dropout"],
         target_modules=tuple(m.strip() for m in args["target_modules"].split(",") if m.strip()),
+        layers=args["lora_layers"],
     ).validate()
     base_dir = hf_model(args["base_model"])
     work = LocalPath(tempfile.mkdtemp(prefix="whisper-ft-train-"))

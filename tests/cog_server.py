@@ -29,7 +29,6 @@ class CogServer:
         train: bool = False,
         env: dict | None = None,
         log: Path | None = None,
-        upload_url: str | None = None,
     ):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -43,8 +42,6 @@ class CogServer:
         command = [sys.executable, "-m", "cog.server.http", "--host", "127.0.0.1"]
         if train:
             command += ["--x-mode", "train"]
-        if upload_url:
-            command += ["--upload-url", upload_url]
         self.log = log
         self._log_file = open(log, "w") if log else subprocess.DEVNULL  # noqa: SIM115
         self.process = subprocess.Popen(
@@ -93,39 +90,3 @@ class CogServer:
             self.process.kill()
         if self.log:
             self._log_file.close()
-
-
-class UploadServer:
-    """Receives the files a Cog server uploads (`--upload-url`), as Replicate's storage does."""
-
-    def __init__(self, folder: Path):
-        import http.server
-        import threading
-
-        folder.mkdir(parents=True, exist_ok=True)
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_PUT(self):  # noqa: N802 (the http.server API)
-                name = Path(self.path.split("?")[0]).name
-                length = int(self.headers.get("Content-Length", 0))
-                with open(folder / name, "wb") as f:
-                    remaining = length
-                    while remaining:
-                        block = self.rfile.read(min(remaining, 1 << 20))
-                        if not block:
-                            break
-                        f.write(block)
-                        remaining -= len(block)
-                self.send_response(200)
-                self.end_headers()
-
-            def log_message(self, *args):
-                pass
-
-        self.folder = folder
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/uploads/"
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
-
-    def stop(self) -> None:
-        self.httpd.shutdown()

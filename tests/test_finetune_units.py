@@ -112,3 +112,18 @@ def test_train_settings_validate(settings, message):
 def test_lora_settings_reject_unknown_modules():
     with pytest.raises(ValueError, match="target_modules: qkv"):
         LoraSettings(target_modules=("qkv",)).validate()
+
+
+def test_lora_on_decoder_layers_only():
+    import re
+
+    from transformers import WhisperForConditionalGeneration
+
+    from whisper_ft.weights import hf_model
+
+    model = WhisperForConditionalGeneration.from_pretrained(hf_model("tiny.en"))
+    pattern = LoraSettings(layers="decoder").peft_targets()
+    names = [n for n, _ in model.named_modules() if re.fullmatch(pattern, n)]
+    assert len(names) == 4 * 2 * 2  # 4 decoder layers, self- and cross-attention, q and v
+    assert all(n.startswith("model.decoder.") for n in names)
+    assert LoraSettings().peft_targets() == ["q_proj", "v_proj"]

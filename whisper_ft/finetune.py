@@ -42,6 +42,7 @@ class LoraSettings:
     alpha: int = 64  # scaling numerator: updates are scaled by alpha / rank
     dropout: float = 0.05  # dropout on the LoRA input
     target_modules: tuple[str, ...] = ("q_proj", "v_proj")  # attention projections adapted
+    layers: str = "all"  # adapt them in all layers, or only the "decoder" or "encoder"
 
     def validate(self) -> LoraSettings:
         if not 1 <= self.rank <= 256:
@@ -50,6 +51,8 @@ class LoraSettings:
             raise ValueError(f"lora_alpha: {self.alpha} is outside 1..1024")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"lora_dropout: {self.dropout} is outside 0..1")
+        if self.layers not in ("all", "decoder", "encoder"):
+            raise ValueError(f"lora_layers: {self.layers!r} is not all, decoder or encoder")
         allowed = {"q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2"}
         unknown = [m for m in self.target_modules if m not in allowed]
         if unknown or not self.target_modules:
@@ -58,6 +61,13 @@ class LoraSettings:
                 f"choose from {', '.join(sorted(allowed))}"
             )
         return self
+
+    def peft_targets(self) -> list[str] | str:
+        """peft's target_modules: names, or a regex limiting them to one stack of layers."""
+        if self.layers == "all":
+            return list(self.target_modules)
+        names = "|".join(self.target_modules)
+        return rf".*model\.{self.layers}\.layers\.\d+\..*\.({names})"
 
 
 @dataclass(frozen=True)
@@ -291,7 +301,7 @@ def finetune(
         r=lora.rank,
         lora_alpha=lora.alpha,
         lora_dropout=lora.dropout,
-        target_modules=list(lora.target_modules),
+        target_modules=lora.peft_targets(),
         bias="none",
     )
     model = get_peft_model(model, config)

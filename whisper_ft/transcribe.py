@@ -26,6 +26,8 @@ FALLBACK_TEMPERATURES = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)  # openai/whisper's sched
 PIECE_SECONDS = 600  # long files are decoded and transcribed ten minutes at a time
 CUT_SEARCH_SECONDS = 20  # a piece ends at the quietest moment of its last 20 s
 SHORT_AUDIO_SECONDS = 30  # one Whisper window: no VAD, no batching needed
+# The longest audio one request takes; set WHISPER_FT_MAX_AUDIO_HOURS to change it.
+MAX_AUDIO_SECONDS = float(os.environ.get("WHISPER_FT_MAX_AUDIO_HOURS", "6")) * 3600
 MAX_BEAM_SIZE = 10
 SILENCE_PEAK = 1e-3  # -60 dBFS: audio quieter than this holds nothing to transcribe
 
@@ -150,6 +152,7 @@ class Transcriber:
         *,
         device: str | None = None,
         compute_type: str | None = None,
+        max_duration: float | None = MAX_AUDIO_SECONDS,
     ):
         from faster_whisper import BatchedInferencePipeline, WhisperModel
 
@@ -164,6 +167,7 @@ class Transcriber:
         self.batched = BatchedInferencePipeline(self.model)
         self.device = device
         self.compute_type = compute_type
+        self.max_duration = max_duration
 
     @property
     def multilingual(self) -> bool:
@@ -195,7 +199,7 @@ class Transcriber:
         segments: list[Segment] = []
         language, probability, duration = settings.language, 1.0, 0.0
         total = _duration_hint(path)
-        for offset, audio in pieces(path):
+        for offset, audio in pieces(path, max_duration=self.max_duration):
             piece = replace(settings, language=language)
             found, info = self._transcribe_array(audio, piece, first_id=len(segments))
             if language is None and info is not None:  # detect once, on speech, then keep it
@@ -360,13 +364,15 @@ def _duration_hint(path: str | os.PathLike) -> float | None:
 
 
 def pieces(
-    path: str | os.PathLike, piece_seconds: float = PIECE_SECONDS
+    path: str | os.PathLike,
+    piece_seconds: float = PIECE_SECONDS,
+    max_duration: float | None = None,
 ) -> Iterator[tuple[float, np.ndarray]]:
     """Yield (offset seconds, audio) pieces of at most `piece_seconds`, cut at quiet moments."""
     limit = int(piece_seconds * SAMPLE_RATE)
     buffer = np.zeros(0, dtype=np.float32)
     offset = 0
-    for block in stream_audio(Path(path)):
+    for block in stream_audio(Path(path), max_duration=max_duration):
         buffer = np.concatenate([buffer, block])
         while buffer.size > limit:
             cut = quietest_cut(buffer, limit)
