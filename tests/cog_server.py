@@ -32,8 +32,11 @@ class CogServer:
     ):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
+        # The server starts its worker as `python` from PATH: it must be this environment's.
+        bin_dir = str(Path(sys.executable).parent)
         environment = {
             **os.environ,
+            "PATH": bin_dir + os.pathsep + os.environ.get("PATH", ""),
             "PORT": str(self.port),
             "COG_PREDICT_TYPE_STUB": "predict.py:Predictor",
             "COG_TRAIN_TYPE_STUB": "train.py:train",
