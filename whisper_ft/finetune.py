@@ -81,6 +81,7 @@ class TrainSettings:
     batch_size: int = 8  # windows per forward pass
     gradient_accumulation: int = 1  # forward passes per optimizer step
     timestamp_fraction: float = 0.5  # share of windows trained with timestamp tokens
+    distill_weight: float = 0.0  # weight of the pull toward the base model (self-distillation)
     eval_batch_size: int = 8
     seed: int = 0
 
@@ -99,6 +100,8 @@ class TrainSettings:
             raise ValueError(
                 f"gradient_accumulation: {self.gradient_accumulation} is outside 1..256"
             )
+        if not 0.0 <= self.distill_weight <= 10.0:
+            raise ValueError(f"distill_weight: {self.distill_weight} is outside 0..10")
         if not 0.0 <= self.timestamp_fraction <= 1.0:
             raise ValueError(f"timestamp_fraction: {self.timestamp_fraction} is outside 0..1")
         return self
@@ -219,6 +222,22 @@ def evaluate(model, processor, examples: Sequence[Example], language, task, batc
 
 
 # ---------------------------------------------------------------- the training loop
+
+
+def self_distillation(model, inputs: dict, logits: torch.Tensor) -> torch.Tensor:
+    """KL divergence from the base model (the adapter switched off) to the tuned model, on
+    the label positions where the base model already predicts the label: the words the user
+    did not correct. It keeps the model as it was everywhere but the new words."""
+    labels = inputs["labels"]
+    with torch.no_grad(), model.disable_adapter():
+        teacher = model(**inputs).logits.float()
+    keep = (labels != -100) & (teacher.argmax(-1) == labels)
+    if not keep.any():
+        return logits.new_zeros(())
+    teacher_log = torch.log_softmax(teacher[keep], dim=-1)
+    student_log = torch.log_softmax(logits[keep].float(), dim=-1)
+    return torch.sum(teacher_log.exp() * (teacher_log - student_log), dim=-1).mean()
+
 
 
 def pick_device() -> tuple[torch.device, torch.dtype | None]:
@@ -354,7 +373,13 @@ def finetune(
             with torch.autocast(
                 device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None
             ):
-                loss = model(**inputs).loss / settings.gradient_accumulation
+                output = model(**inputs)
+                loss = output.loss
+                if settings.distill_weight > 0:
+                    loss = loss + settings.distill_weight * self_distillation(
+                        model, inputs, output.logits
+                    )
+                loss = loss / settings.gradient_accumulation
             loss.backward()
             losses.append(loss.item() * settings.gradient_accumulation)
             if (index + 1) % settings.gradient_accumulation and index + 1 < len(batches):
