@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import requests
@@ -93,3 +95,15 @@ class CogServer:
             self.process.kill()
         if self.log:
             self._log_file.close()
+
+
+@contextlib.contextmanager
+def ready_server(log: Path, **options) -> Iterator[CogServer]:
+    """A CogServer that has reached READY (or the test fails with its log); stopped after."""
+    server = CogServer(log=log, **options)
+    try:
+        health = server.wait_ready()
+        assert health["status"] == "READY", log.read_text()[-3000:]
+        yield server
+    finally:
+        server.stop()

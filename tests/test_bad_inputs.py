@@ -14,7 +14,7 @@ import zipfile
 import numpy as np
 import pytest
 
-from tests.cog_server import CogServer
+from tests.cog_server import CogServer, ready_server
 from tests.speech import encode, encode_video, espeak, silence
 from whisper_ft.audio import SAMPLE_RATE, load_audio, write_audio
 from whisper_ft.subtitles import Cue, write_vtt
@@ -30,12 +30,8 @@ def data_url(data: bytes, mime: str = "application/octet-stream") -> str:
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     log = tmp_path_factory.mktemp("bad-predict") / "cog.log"
-    cog = CogServer(env={"WHISPER_FT_MODEL": "tiny.en"}, log=log)
-    try:
-        assert cog.wait_ready()["status"] == "READY", log.read_text()[-3000:]
+    with ready_server(log, env={"WHISPER_FT_MODEL": "tiny.en"}) as cog:
         yield cog
-    finally:
-        cog.stop()
 
 
 @pytest.fixture(scope="module")
@@ -134,12 +130,8 @@ def zip_bytes(entries: dict[str, bytes], symlinks: dict[str, str] | None = None)
 @pytest.fixture(scope="module")
 def trainer(tmp_path_factory):
     log = tmp_path_factory.mktemp("bad-train") / "cog.log"
-    cog = CogServer(train=True, log=log)
-    try:
-        assert cog.wait_ready()["status"] == "READY", log.read_text()[-3000:]
+    with ready_server(log, train=True) as cog:
         yield cog
-    finally:
-        cog.stop()
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.cog_server import CogServer
+from tests.cog_server import ready_server
 from tests.conftest import SENTENCE, STORY
 from whisper_ft.subtitles import parse_srt, parse_vtt
 from whisper_ft.wer import normalizer
@@ -30,13 +30,8 @@ def file_output(value: str) -> bytes:
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     log = tmp_path_factory.mktemp("server") / "cog.log"
-    cog = CogServer(env={"WHISPER_FT_MODEL": "tiny.en"}, log=log)
-    try:
-        health = cog.wait_ready()
-        assert health["status"] == "READY", log.read_text()[-3000:]
+    with ready_server(log, env={"WHISPER_FT_MODEL": "tiny.en"}) as cog:
         yield cog
-    finally:
-        cog.stop()
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests import vocab
-from tests.cog_server import CogServer
+from tests.cog_server import CogServer, ready_server
 from whisper_ft.wer import word_error_rate
 
 pytestmark = pytest.mark.slow
@@ -37,9 +37,7 @@ def data(tmp_path_factory) -> dict:
 def archive(data, tmp_path_factory) -> Path:
     """Train once, through `python -m cog.server.http --x-mode train`."""
     folder = tmp_path_factory.mktemp("train")
-    server = CogServer(train=True, log=folder / "train.log")
-    try:
-        assert server.wait_ready()["status"] == "READY", (folder / "train.log").read_text()[-3000:]
+    with ready_server(folder / "train.log", train=True) as server:
         result = server.train(
             train_data=data_url(data["zip"], "application/zip"), base_model="tiny.en"
         )
@@ -52,8 +50,6 @@ def archive(data, tmp_path_factory) -> Path:
         path = folder / "weights.tar"
         path.write_bytes(base64.b64decode(weights.split(",", 1)[1]))
         return path
-    finally:
-        server.stop()
 
 
 def test_archive_holds_both_forms_and_a_manifest(archive):
@@ -87,15 +83,11 @@ def served(archive, data, tmp_path_factory) -> dict:
         ("base", {"WHISPER_FT_MODEL": "tiny.en"}),
         ("tuned", {"COG_WEIGHTS": str(archive)}),
     ):
-        server = CogServer(env=env, log=folder / f"{name}.log")
-        try:
-            assert server.wait_ready()["status"] == "READY", (folder / f"{name}.log").read_text()
+        with ready_server(folder / f"{name}.log", env=env) as server:
             found[name] = {
                 "held_out": transcribe_all(server, data["held_out"]),
                 "general": transcribe_all(server, data["general"]),
             }
-        finally:
-            server.stop()
     return found
 
 

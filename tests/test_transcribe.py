@@ -150,3 +150,12 @@ def test_silence_gives_no_text(tiny, tmp_path):
 
     write_audio(tmp_path / "quiet.wav", silence(45))
     assert tiny.transcribe(tmp_path / "quiet.wav", TranscribeSettings()).text == ""
+
+
+def test_segment_times_are_kept_inside_the_audio():
+    from whisper_ft.transcribe import Segment, _clamp
+
+    segment = Segment(0, 0.0, 4.0, "Nobody expected it.", -0.2, 0.01, [word(" it.", 3.2, 4.0)])
+    clamped = _clamp(segment, 3.51)
+    assert (clamped.start, clamped.end) == (0.0, 3.51)
+    assert clamped.words[0].end == 3.51

@@ -239,7 +239,6 @@ def self_distillation(model, inputs: dict, logits: torch.Tensor) -> torch.Tensor
     return torch.sum(teacher_log.exp() * (teacher_log - student_log), dim=-1).mean()
 
 
-
 def pick_device() -> tuple[torch.device, torch.dtype | None]:
     """CUDA with bf16 (or fp16) autocast where there is a GPU, else CPU in float32."""
     if torch.cuda.is_available():

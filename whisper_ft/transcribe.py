@@ -245,7 +245,8 @@ class Transcriber:
                 **common,
             )
             found = [_segment(first_id + i, seg) for i, seg in enumerate(raw) if seg.text.strip()]
-            return found, info
+            # A timestamp token may point past the end of the audio: keep times inside it.
+            return [_clamp(segment, seconds) for segment in found], info
         # Long audio: windows of <=30 s cut at quiet moments (or by VAD when asked) decoded in
         # batches without timestamp tokens, then timed by word alignment and cut into
         # subtitle-sized segments. Measured on real speech (bench/serving.py), this is about
@@ -320,6 +321,14 @@ def quiet_windows(audio: np.ndarray) -> list[dict]:
         start = cut
     windows.append({"start": start / SAMPLE_RATE, "end": audio.size / SAMPLE_RATE})
     return windows
+
+
+def _clamp(segment: Segment, seconds: float) -> Segment:
+    words = segment.words
+    if words is not None:
+        words = [replace(w, start=min(w.start, seconds), end=min(w.end, seconds)) for w in words]
+    start = min(segment.start, seconds)
+    return replace(segment, start=start, end=max(start, min(segment.end, seconds)), words=words)
 
 
 def _audible(audio: np.ndarray, window: dict | None = None) -> bool:
