@@ -29,6 +29,7 @@ SHORT_AUDIO_SECONDS = 30  # one Whisper window: no VAD, no batching needed
 # The longest audio one request takes; set WHISPER_FT_MAX_AUDIO_HOURS to change it.
 MAX_AUDIO_SECONDS = float(os.environ.get("WHISPER_FT_MAX_AUDIO_HOURS", "6")) * 3600
 MAX_BEAM_SIZE = 10
+PROGRESS_STEP = 5.0  # percent of the audio between two progress lines in the logs
 SILENCE_PEAK = 1e-3  # -60 dBFS: audio quieter than this holds nothing to transcribe
 
 
@@ -198,7 +199,7 @@ class Transcriber:
         settings = settings.validate(multilingual=self.multilingual)
         segments: list[Segment] = []
         language, probability, duration = settings.language, 1.0, 0.0
-        total = _duration_hint(path)
+        total, logged = _duration_hint(path), -100.0
         for offset, audio in pieces(path, max_duration=self.max_duration):
             piece = replace(settings, language=language)
             found, info = self._transcribe_array(audio, piece, first_id=len(segments))
@@ -206,10 +207,14 @@ class Transcriber:
                 language, probability = info.language, float(info.language_probability)
             for segment in found:
                 segments.append(_shift(segment, offset))
-                if total:
-                    done = min(100.0, 100.0 * (offset + segment.end) / total)
+                done = 100.0 * (offset + segment.end) / total if total else 0.0
+                if total and done - logged >= PROGRESS_STEP:  # every 5%, not every segment
+                    logged = done
                     logger.info(
-                        "transcribed %.0f%% (%.1f s of %.1f s)", done, offset + segment.end, total
+                        "transcribed %.0f%% (%.1f s of %.1f s)",
+                        min(done, 100.0),
+                        offset + segment.end,
+                        total,
                     )
             duration = offset + audio.size / SAMPLE_RATE
             if on_piece is not None:
