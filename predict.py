@@ -11,6 +11,7 @@ the package. The model is loaded once in `setup`.
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
 import shutil
@@ -75,6 +76,7 @@ class Predictor(BaseRunner):
         self.model_dir = model_weights.ct2_model(spec)
         self.transcriber = Transcriber(self.model_dir)
         self.out_dir: LocalPath | None = None
+        atexit.register(lambda: self.out_dir and shutil.rmtree(self.out_dir, ignore_errors=True))
 
     @inputs_declared
     def run(

@@ -11,6 +11,7 @@ folder). The result is one weights archive: serve it with COG_WEIGHTS=<archive o
 from __future__ import annotations
 
 import logging
+import shutil
 import tempfile
 from pathlib import Path as LocalPath
 
@@ -24,6 +25,7 @@ from whisper_ft.transcribe import language_code
 from whisper_ft.weights import hf_model
 
 logger = logging.getLogger(__name__)
+_last_work: LocalPath | None = None  # the previous training's folder (its archive)
 
 
 class TrainingOutput(BaseModel):
@@ -88,36 +90,48 @@ def train(
         layers=args["lora_layers"],
     ).validate()
     base_dir = hf_model(args["base_model"])
-    work = LocalPath(tempfile.mkdtemp(prefix="whisper-ft-train-"))
-    dataset = load_dataset(
-        LocalPath(args["train_data"]),
-        work / "data",
-        validation_fraction=args["validation_fraction"],
-        validation_zip=LocalPath(args["validation_data"]) if args["validation_data"] else None,
-        skip_bad=args["skip_bad_files"],
-        seed=args["seed"],
-    )
-    model, processor, report = finetune(base_dir, dataset, settings, lora)
-    manifest = {
-        "base_model": args["base_model"],
-        "train": settings,
-        "lora": lora,
-        "dataset": {
-            "recordings": dataset.recordings,
-            "windows": len(dataset.train) + len(dataset.validation),
-            "seconds": round(dataset.seconds, 1),
-            "warnings": dataset.warnings,
-        },
-        **{k: getattr(report, k) for k in ("language", "wer_before", "wer_after", "best_epoch")},
-        "history": report.history,
-        "training_seconds": round(report.seconds, 1),
-    }
-    archive = export(
-        model,
-        processor,
-        base_dir,
-        work / "weights.tar",
-        manifest,
-        save_adapter=args["save_adapter"],
-    )
+    # Cog reads the archive after train() returns; the previous run's folder goes now, and
+    # this run's at once if it fails, so a failed or repeated run leaves nothing behind.
+    global _last_work
+    if _last_work is not None:
+        shutil.rmtree(_last_work, ignore_errors=True)
+    work = _last_work = LocalPath(tempfile.mkdtemp(prefix="whisper-ft-train-"))
+    try:
+        dataset = load_dataset(
+            LocalPath(args["train_data"]),
+            work / "data",
+            validation_fraction=args["validation_fraction"],
+            validation_zip=LocalPath(args["validation_data"]) if args["validation_data"] else None,
+            skip_bad=args["skip_bad_files"],
+            seed=args["seed"],
+        )
+        model, processor, report = finetune(base_dir, dataset, settings, lora)
+        manifest = {
+            "base_model": args["base_model"],
+            "train": settings,
+            "lora": lora,
+            "dataset": {
+                "recordings": dataset.recordings,
+                "windows": len(dataset.train) + len(dataset.validation),
+                "seconds": round(dataset.seconds, 1),
+                "warnings": dataset.warnings,
+            },
+            "language": report.language,
+            "wer_before": report.wer_before,
+            "wer_after": report.wer_after,
+            "best_epoch": report.best_epoch,
+            "history": report.history,
+            "training_seconds": round(report.seconds, 1),
+        }
+        archive = export(
+            model,
+            processor,
+            base_dir,
+            work / "weights.tar",
+            manifest,
+            save_adapter=args["save_adapter"],
+        )
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)
+        raise
     return TrainingOutput(weights=Path(archive))

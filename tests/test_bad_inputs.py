@@ -129,8 +129,10 @@ def zip_bytes(entries: dict[str, bytes], symlinks: dict[str, str] | None = None)
 
 @pytest.fixture(scope="module")
 def trainer(tmp_path_factory):
-    log = tmp_path_factory.mktemp("bad-train") / "cog.log"
-    with ready_server(log, train=True) as cog:
+    folder = tmp_path_factory.mktemp("bad-train")
+    (folder / "tmp").mkdir()
+    with ready_server(folder / "cog.log", train=True, env={"TMPDIR": str(folder / "tmp")}) as cog:
+        cog.tmp = folder / "tmp"
         yield cog
 
 
@@ -209,6 +211,7 @@ def test_training_data_catalogue(trainer, clip):
         assert result["status"] == "failed", label
         assert message in result["error"], (label, result["error"][:500])
         assert trainer.wait_ready(timeout=30)["status"] == "READY", label
+    assert not list(trainer.tmp.glob("whisper-ft-train-*")), "a failed training left files"
 
 
 def test_training_inputs_are_checked(trainer, clip):
