@@ -88,3 +88,16 @@ def test_corrupt_archive(weights_dir, tmp_path):
 def test_unreachable_url(weights_dir):
     with pytest.raises(ModelError, match="cannot download the weights archive"):
         archive.unpack_weights("http://127.0.0.1:9/weights.tar")
+
+
+def test_model_from_another_base_is_refused(model_root, weights_dir, tmp_path):
+    root = tmp_path / "mixed"
+    shutil.copytree(model_root, root)
+    manifest = json.loads((root / "manifest.json").read_text())
+    manifest["architecture"] = {**archive.architecture(root / "hf"), "d_model": 512}  # base's
+    manifest["base_model"] = "base"
+    (root / "manifest.json").write_text(json.dumps(manifest))
+    path = archive.pack(root, tmp_path / "mixed.tar")
+    with pytest.raises(ModelError, match="manifest says was trained from 'base'"):
+        archive.unpack_weights(str(path))
+    assert not list((weights_dir / "archives").iterdir())  # nothing cached

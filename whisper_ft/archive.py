@@ -18,6 +18,7 @@ import hashlib
 import json
 import logging
 import os
+import shutil
 import tarfile
 import tempfile
 import urllib.request
@@ -31,6 +32,13 @@ FORMAT = "whisper-ft-weights/1"
 MAX_ARCHIVE_BYTES = 20 * 1024**3  # the largest Whisper (large-v3) in both forms fits easily
 MAX_MEMBERS = 1000
 REQUIRED = ("manifest.json", "ct2/model.bin", "ct2/config.json", "hf/config.json")
+# The shape of a Whisper model: a model trained from another base differs in these.
+ARCHITECTURE_KEYS = ("d_model", "encoder_layers", "decoder_layers", "vocab_size", "num_mel_bins")
+
+
+def architecture(hf_dir: Path) -> dict:
+    config = json.loads((hf_dir / "config.json").read_text())
+    return {key: config.get(key) for key in ARCHITECTURE_KEYS}
 
 
 def pack(root: Path, archive: Path) -> Path:
@@ -58,12 +66,13 @@ def unpack_weights(spec: str) -> Path:
     """A weights archive (path or URL) -> the folder it is unpacked in (cached by content)."""
     remote = spec.startswith(("http://", "https://"))
     local = _download(spec) if remote else Path(spec).expanduser()
-    digest = _sha256(local)
-    target = WEIGHTS_DIR / "archives" / digest[:32]
-    root = prepared(target, lambda out: _extract(local, out))
+    try:
+        digest = _sha256(local)
+        root = prepared(WEIGHTS_DIR / "archives" / digest[:32], lambda out: _extract(local, out))
+    finally:
+        if remote:  # the downloaded copy is not needed once unpacked
+            shutil.rmtree(local.parent, ignore_errors=True)
     manifest = read_manifest(root)
-    if not (is_ct2_dir(root / "ct2") and is_hf_dir(root / "hf")):
-        raise ModelError("the weights archive misses its ct2/ or hf/ model files")
     logger.info(
         "weights archive: fine-tuned from %s, validation WER %s -> %s",
         manifest.get("base_model"),
@@ -105,8 +114,18 @@ def _extract(archive: Path, out: Path) -> None:
     except tarfile.TarError as e:
         raise ModelError(f"{archive.name} is not a readable weights archive (tar): {e}") from e
     missing = [name for name in REQUIRED if not (out / name).is_file()]
-    if missing:
+    if missing or not (is_ct2_dir(out / "ct2") and is_hf_dir(out / "hf")):
+        missing = missing or ["the hf/ weights"]
         raise ModelError(f"the weights archive misses {', '.join(missing)}; re-run training")
+    # Checked before the folder is renamed into place, so a bad archive is never cached.
+    manifest = read_manifest(out)
+    recorded = manifest.get("architecture")
+    if recorded is not None and recorded != architecture(out / "hf"):
+        raise ModelError(
+            f"the weights archive's model ({architecture(out / 'hf')}) is not the one its "
+            f"manifest says was trained from {manifest.get('base_model')!r} ({recorded}); "
+            "the archive was assembled from different models: re-run training"
+        )
 
 
 def _check_members(members: list[tarfile.TarInfo]) -> None:

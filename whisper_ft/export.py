@@ -65,6 +65,7 @@ def export(
         full = {
             "format": archive.FORMAT,
             **manifest,
+            "architecture": archive.architecture(root / "hf"),
             "versions": {name: version(name) for name in LIBRARIES},
         }
         (root / "manifest.json").write_text(json.dumps(full, indent=2, default=_jsonable) + "\n")
