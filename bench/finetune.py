@@ -23,6 +23,7 @@ import time
 from dataclasses import fields
 from pathlib import Path
 
+from bench import shared_speech
 from tests import vocab
 from whisper_ft.audio import SAMPLE_RATE, load_audio
 from whisper_ft.dataset import load_dataset
@@ -30,7 +31,6 @@ from whisper_ft.finetune import LoraSettings, TrainSettings, finetune, transcrib
 from whisper_ft.weights import hf_model
 from whisper_ft.wer import word_error_rate
 
-SPEECH = Path(__file__).resolve().parent.parent.parent / "shared" / "speech"
 RESULTS = Path(__file__).resolve().parent / "results"
 LORA_KEYS = {
     "lora_rank": "rank",
@@ -41,13 +41,9 @@ LORA_KEYS = {
 
 
 def real_speech() -> tuple[list, list[str]]:
-    """The English clips of ../shared/speech with their references (empty when absent)."""
-    manifest = SPEECH / "manifest.jsonl"
-    if not manifest.is_file():
-        return [], []
-    rows = [json.loads(line) for line in manifest.read_text().splitlines()]
-    rows = [r for r in rows if r["language"] == "en"]
-    return [load_audio(SPEECH / r["file"]) for r in rows], [r["text"] for r in rows]
+    """The English clips of ../shared/speech and their references (empty when absent)."""
+    found = shared_speech.clips("en")
+    return [audio for audio, _ in found], [text for _, text in found]
 
 
 def recipe(overrides: dict) -> tuple[TrainSettings, LoraSettings]:

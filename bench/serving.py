@@ -22,22 +22,21 @@ from pathlib import Path
 
 import numpy as np
 
+from bench import shared_speech
 from whisper_ft.audio import SAMPLE_RATE, load_audio, write_audio
 from whisper_ft.weights import ct2_model, hf_model
 from whisper_ft.wer import word_error_rate
 
-SPEECH = Path(__file__).resolve().parent.parent.parent / "shared" / "speech"
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def long_recording(folder: Path) -> tuple[Path, str]:
-    rows = [json.loads(line) for line in (SPEECH / "manifest.jsonl").read_text().splitlines()]
-    rows = [r for r in rows if r["language"] == "en"]
+    found = shared_speech.clips("en")
     pause = np.zeros(SAMPLE_RATE, np.float32)
-    audio = np.concatenate([x for r in rows for x in (load_audio(SPEECH / r["file"]), pause)])
+    audio = np.concatenate([x for clip, _ in found for x in (clip, pause)])
     path = folder / "long.wav"
     write_audio(path, audio)
-    return path, " ".join(r["text"] for r in rows)
+    return path, " ".join(text for _, text in found)
 
 
 def timed(fn):
@@ -53,8 +52,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
-    if not (SPEECH / "manifest.jsonl").is_file():
-        print(f"skipped: {SPEECH} is not here")
+    if not shared_speech.clips("en"):
+        print(f"skipped: {shared_speech.SPEECH} is not here")
         return
 
     from faster_whisper import BatchedInferencePipeline, WhisperModel

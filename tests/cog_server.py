@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import os
 import socket
@@ -14,6 +15,13 @@ from pathlib import Path
 import requests
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+def data_url(data: bytes | Path, mime: str = "application/octet-stream") -> str:
+    """A file (its bytes or its path) as a data URL, the way clients send small inputs."""
+    if isinstance(data, Path):
+        data = data.read_bytes()
+    return f"data:{mime};base64," + base64.b64encode(data).decode()
 
 
 def free_port() -> int:

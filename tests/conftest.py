@@ -50,3 +50,13 @@ def story_wav(tmp_path_factory) -> Path:
     path = folder / "story.wav"
     write_audio(path, np.concatenate(parts))
     return path
+
+
+@pytest.fixture(scope="session")
+def tiny_server(tmp_path_factory):
+    """Cog's HTTP server with the Predictor on tiny.en, shared by the server tests."""
+    from tests.cog_server import ready_server
+
+    log = tmp_path_factory.mktemp("tiny-server") / "cog.log"
+    with ready_server(log, env={"WHISPER_FT_MODEL": "tiny.en"}) as server:
+        yield server

@@ -6,7 +6,6 @@ good request still succeeds: a Cog model runs unattended behind an API.
 
 from __future__ import annotations
 
-import base64
 import io
 import stat
 import zipfile
@@ -14,24 +13,17 @@ import zipfile
 import numpy as np
 import pytest
 
-from tests.cog_server import CogServer, ready_server
+from tests.cog_server import CogServer, data_url, ready_server
 from tests.speech import encode, encode_video, espeak, silence
 from whisper_ft.audio import SAMPLE_RATE, load_audio, write_audio
 from whisper_ft.subtitles import Cue, write_vtt
-
-
-def data_url(data: bytes, mime: str = "application/octet-stream") -> str:
-    return f"data:{mime};base64," + base64.b64encode(data).decode()
-
 
 # ---------------------------------------------------------------- predictions
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    log = tmp_path_factory.mktemp("bad-predict") / "cog.log"
-    with ready_server(log, env={"WHISPER_FT_MODEL": "tiny.en"}) as cog:
-        yield cog
+def server(tiny_server):
+    return tiny_server
 
 
 @pytest.fixture(scope="module")

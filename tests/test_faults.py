@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import http.server
 import json
 import signal
@@ -14,7 +13,7 @@ import time
 import numpy as np
 import requests
 
-from tests.cog_server import ROOT, ready_server
+from tests.cog_server import ROOT, data_url, ready_server
 from whisper_ft.audio import load_audio, write_audio
 
 
@@ -42,7 +41,7 @@ class Webhook:
 def test_cancel_stops_a_long_prediction_promptly(tmp_path, speech_wav):
     long = tmp_path / "long.wav"
     write_audio(long, np.concatenate([load_audio(ROOT / "samples" / "sample.flac")] * 20))
-    audio = "data:audio/wav;base64," + base64.b64encode(long.read_bytes()).decode()
+    audio = data_url(long, "audio/wav")
     hook = Webhook()
     with ready_server(tmp_path / "cog.log", env={"WHISPER_FT_MODEL": "tiny.en"}) as server:
         started = requests.put(
@@ -60,8 +59,7 @@ def test_cancel_stops_a_long_prediction_promptly(tmp_path, speech_wav):
             time.sleep(0.1)
         time.sleep(0.5)
         assert hook.received[-1]["status"] == "canceled"
-        clip = "data:audio/wav;base64," + base64.b64encode(speech_wav.read_bytes()).decode()
-        assert server.predict(audio=clip)["status"] == "succeeded"
+        assert server.predict(audio=data_url(speech_wav, "audio/wav"))["status"] == "succeeded"
     hook.httpd.shutdown()
 
 

@@ -7,18 +7,13 @@ import functools
 import http.server
 import threading
 import zipfile
-from pathlib import Path
 
 import pytest
 
-from tests.cog_server import ready_server
+from tests.cog_server import data_url
 from tests.conftest import SENTENCE, STORY
 from whisper_ft.subtitles import parse_srt, parse_vtt
 from whisper_ft.wer import normalizer
-
-
-def data_url(path: Path, mime: str = "audio/wav") -> str:
-    return f"data:{mime};base64," + base64.b64encode(path.read_bytes()).decode()
 
 
 def file_output(value: str) -> bytes:
@@ -28,10 +23,8 @@ def file_output(value: str) -> bytes:
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    log = tmp_path_factory.mktemp("server") / "cog.log"
-    with ready_server(log, env={"WHISPER_FT_MODEL": "tiny.en"}) as cog:
-        yield cog
+def server(tiny_server):
+    return tiny_server
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +53,9 @@ def check_segments(output: dict) -> None:
 
 
 def test_transcribes_a_data_url(server, speech_wav):
-    result = server.predict(audio=data_url(speech_wav), output_formats="txt,srt,vtt,json")
+    result = server.predict(
+        audio=data_url(speech_wav, "audio/wav"), output_formats="txt,srt,vtt,json"
+    )
     assert result["status"] == "succeeded", result.get("error")
     output = result["output"]
     assert set(words(SENTENCE)) - {"jumps"} <= set(words(output["text"]))
@@ -99,7 +94,7 @@ def test_long_audio_by_url_with_subtitles_that_parse_back(server, file_server):
     ("inputs", "message"),
     [
         (
-            {"audio": "data:audio/mpeg;base64," + base64.b64encode(b"not audio" * 50).decode()},
+            {"audio": data_url(b"not audio" * 50, "audio/mpeg")},
             "not a readable audio or video file",
         ),
         ({"task": "sing"}, "task: 'sing' is not allowed; choose one of: transcribe"),
@@ -112,11 +107,11 @@ def test_long_audio_by_url_with_subtitles_that_parse_back(server, file_server):
     ],
 )
 def test_bad_input_fails_clearly_and_the_server_keeps_serving(server, speech_wav, inputs, message):
-    result = server.predict(**{"audio": data_url(speech_wav), **inputs})
+    result = server.predict(**{"audio": data_url(speech_wav, "audio/wav"), **inputs})
     assert result["status"] == "failed"
     assert message in result["error"]
     assert server.wait_ready(timeout=30)["status"] == "READY"
-    again = server.predict(audio=data_url(speech_wav), output_formats="")
+    again = server.predict(audio=data_url(speech_wav, "audio/wav"), output_formats="")
     assert again["status"] == "succeeded"
     assert "fox" in again["output"]["text"].lower()
 
@@ -137,7 +132,7 @@ def test_dataset_task_gives_clips_that_training_accepts(server, file_server, tmp
 
 
 def test_detect_language_on_an_english_only_model(server, speech_wav):
-    result = server.predict(audio=data_url(speech_wav), task="detect_language")
+    result = server.predict(audio=data_url(speech_wav, "audio/wav"), task="detect_language")
     assert result["status"] == "succeeded"
     assert result["output"]["language"] == "en"
     assert result["output"]["detected_languages"][0]["language"] == "en"

@@ -13,14 +13,10 @@ from pathlib import Path
 import pytest
 
 from tests import vocab
-from tests.cog_server import CogServer, ready_server
+from tests.cog_server import CogServer, data_url, ready_server
 from whisper_ft.wer import word_error_rate
 
 pytestmark = pytest.mark.slow
-
-
-def data_url(path: Path, mime: str) -> str:
-    return f"data:{mime};base64," + base64.b64encode(path.read_bytes()).decode()
 
 
 @pytest.fixture(scope="module")

@@ -197,6 +197,11 @@ class Collator:
 # ---------------------------------------------------------------- evaluation
 
 
+def is_multilingual(model) -> bool:
+    """openai/whisper's rule: English-only models have 51864 tokens, multilingual ones more."""
+    return model.config.vocab_size >= 51865
+
+
 @torch.no_grad()
 def transcribe_examples(model, processor, audios, language, task, batch_size=8) -> list[str]:
     """Greedy transcripts of short clips through the transformers generate path."""
@@ -204,7 +209,7 @@ def transcribe_examples(model, processor, audios, language, task, batch_size=8) 
     device = next(model.parameters()).device
     dtype = next(model.parameters()).dtype
     texts: list[str] = []
-    kwargs = {"task": task, "language": language} if model.config.vocab_size >= 51865 else {}
+    kwargs = {"task": task, "language": language} if is_multilingual(model) else {}
     for i in range(0, len(audios), batch_size):
         features = processor.feature_extractor(
             list(audios[i : i + batch_size]), sampling_rate=16000, return_tensors="pt"
@@ -249,7 +254,7 @@ def pick_device() -> tuple[torch.device, torch.dtype | None]:
 
 def detect_language(model, processor, examples: Sequence[Example]) -> str:
     """Majority language of up to eight training windows, by the base model."""
-    if model.config.vocab_size < 51865:
+    if not is_multilingual(model):
         return "en"
     sample = list(examples[:8])
     features = processor.feature_extractor(
@@ -288,7 +293,7 @@ def finetune(
     processor = WhisperProcessor.from_pretrained(base_dir)
     model = WhisperForConditionalGeneration.from_pretrained(base_dir, dtype=torch.float32)
     model.to(device)
-    multilingual = model.config.vocab_size >= 51865
+    multilingual = is_multilingual(model)
     language = settings.language or detect_language(model, processor, dataset.train)
     if not multilingual and (language != "en" or settings.task != "transcribe"):
         raise ValueError(
