@@ -17,7 +17,7 @@ from pathlib import Path as LocalPath
 
 from cog import BaseModel, Input, Path
 
-from whisper_ft.dataset import load_dataset
+from whisper_ft.dataset import Dataset, DatasetError, load_dataset
 from whisper_ft.export import export
 from whisper_ft.finetune import LoraSettings, TrainSettings, finetune
 from whisper_ft.inputs import check_inputs, inputs_declared
@@ -37,6 +37,11 @@ def train(
     train_data: Path = Input(description="Zip of audio files with matching .vtt/.srt files"),
     validation_data: Path | None = Input(
         default=None, description="Optional zip for validation (default: split off train_data)"
+    ),
+    general_data: Path | None = Input(
+        default=None,
+        description="Optional zip of general speech (audio + .vtt/.srt, same language): "
+        "replayed during training so the model keeps it, and scored before and after",
     ),
     base_model: str = Input(
         default="base",
@@ -105,7 +110,12 @@ def train(
             skip_bad=args["skip_bad_files"],
             seed=args["seed"],
         )
-        model, processor, report = finetune(base_dir, dataset, settings, lora)
+        general = (
+            load_general(LocalPath(args["general_data"]), work / "general", args)
+            if args["general_data"]
+            else None
+        )
+        model, processor, report = finetune(base_dir, dataset, settings, lora, general)
         manifest = {
             "base_model": args["base_model"],
             "train": settings,
@@ -119,6 +129,7 @@ def train(
             "language": report.language,
             "wer_before": report.wer_before,
             "wer_after": report.wer_after,
+            "general_data": general_summary(general, report),
             "best_epoch": report.best_epoch,
             "history": report.history,
             "training_seconds": round(report.seconds, 1),
@@ -135,3 +146,29 @@ def train(
         shutil.rmtree(work, ignore_errors=True)
         raise
     return TrainingOutput(weights=Path(archive))
+
+
+def load_general(zip_path: LocalPath, workdir: LocalPath, args: dict) -> Dataset:
+    """General speech: half its recordings replayed in training, half scored for forgetting."""
+    try:
+        return load_dataset(
+            zip_path,
+            workdir,
+            validation_fraction=0.5,
+            skip_bad=args["skip_bad_files"],
+            seed=args["seed"],
+            too_small_hint="give general_data at least two recordings, or one over 30 s",
+        )
+    except DatasetError as e:
+        raise DatasetError(f"general_data: {e}", e.problems) from e
+
+
+def general_summary(general: Dataset | None, report) -> dict | None:
+    if general is None:
+        return None
+    return {
+        "replayed_windows": len(general.train),
+        "scored_windows": len(general.validation),
+        "wer_before": report.general_wer_before,
+        "wer_after": report.general_wer_after,
+    }

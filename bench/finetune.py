@@ -94,8 +94,12 @@ def main() -> None:
     from whisper_ft.export import export
 
     folder = Path(tempfile.mkdtemp(prefix="bench-finetune-"))
-    train_zip = vocab.training_zip(folder)
-    held = vocab.held_out(folder)
+    train_zip = vocab.training_zip(
+        folder, per_recording=4, terms=vocab.BENCH_TERMS, every_voice=False
+    )
+    held = vocab.held_out(
+        folder, vocab.BENCH_TERMS, vocab.HELD_OUT_TEMPLATES, vocab.BENCH_HELD_OUT_VOICES
+    )
     real, references = real_speech()
     base_dir = hf_model(args.model)
     dataset = load_dataset(train_zip, folder / "work", validation_fraction=0.1)

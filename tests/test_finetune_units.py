@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import tempfile
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -127,3 +130,85 @@ def test_lora_on_decoder_layers_only():
     assert len(names) == 4 * 2 * 2  # 4 decoder layers, self- and cross-attention, q and v
     assert all(n.startswith("model.decoder.") for n in names)
     assert LoraSettings().peft_targets() == ["q_proj", "v_proj"]
+
+
+@pytest.fixture(scope="module")
+def adapted(processor):
+    """tiny.en with a fresh LoRA adapter (which starts as the identity), on a spoken clip."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import WhisperForConditionalGeneration
+
+    from tests.speech import espeak
+    from whisper_ft.audio import load_audio
+    from whisper_ft.weights import hf_model
+
+    model = WhisperForConditionalGeneration.from_pretrained(hf_model("tiny.en"))
+    model = get_peft_model(model, LoraConfig(r=4, target_modules=["q_proj", "v_proj"]))
+    model.eval()
+    with tempfile.TemporaryDirectory() as tmp:
+        audio = load_audio(espeak("Please open the door.", Path(tmp) / "a.wav"))
+    features = processor.feature_extractor(
+        [audio], sampling_rate=16000, return_tensors="pt"
+    ).input_features
+    return model, features
+
+
+def labels_batch(processor, text: str) -> torch.Tensor:
+    ids = processor.tokenizer.convert_tokens_to_ids(["<|notimestamps|>"])
+    ids += processor.tokenizer.encode(" " + text, add_special_tokens=False) + [EOT]
+    return torch.tensor([ids])
+
+
+def test_corrections_loss_trains_only_what_the_base_model_gets_wrong(processor, adapted):
+    from whisper_ft.finetune import corrections_loss
+
+    model, features = adapted
+    spoken = labels_batch(processor, "Please open the door.")
+    corrected = labels_batch(processor, "Please open the Zentrafy.")
+    with torch.no_grad():
+        for labels, must_learn in ((spoken, False), (corrected, True)):
+            inputs = {"input_features": features, "labels": labels}
+            output = model(**inputs)
+            loss = corrections_loss(model, inputs, output.logits, 1.0, known_labels=False)
+            full = corrections_loss(model, inputs, output.logits, 1.0, known_labels=True)
+            if must_learn:
+                assert loss > 0.5  # the new word costs; the rest is the base model's own
+                assert full > loss  # plain cross-entropy also sharpens the known words
+            else:
+                assert loss == 0.0  # the base model already says it: nothing to change
+                assert torch.isclose(full, output.loss, rtol=1e-3)  # = plain cross-entropy
+
+
+def test_best_epoch_weighs_general_speech_forgetting():
+    from whisper_ft.finetune import TrainReport, epoch_score
+
+    report = TrainReport("en", 10, 2, general_wer_before=10.0)
+    sharper = {"epoch": 2, "wer": 4.0, "general_wer": 14.0}  # 4 points better, 4 worse
+    gentler = {"epoch": 1, "wer": 5.0, "general_wer": 10.5}
+    assert epoch_score(gentler, report) < epoch_score(sharper, report)
+    plain = TrainReport("en", 10, 0)
+    assert epoch_score({"epoch": 3}, plain) < epoch_score({"epoch": 2}, plain)
+
+
+def test_worse_general_speech_is_a_clear_warning(caplog):
+    from whisper_ft.finetune import TrainReport, warn_if_worse
+
+    report = TrainReport(
+        "en",
+        10,
+        2,
+        wer_before=20.0,
+        wer_after=2.0,
+        best_epoch=4,
+        general_wer_before=8.0,
+        general_wer_after=9.5,
+    )
+    with caplog.at_level("INFO", logger="whisper_ft.finetune"):
+        warn_if_worse(report)
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert warnings == [
+        "general speech WER got WORSE: 8.00% -> 9.50% (epoch 4 kept). The model may have "
+        "forgotten some general speech: try a lower learning_rate or fewer epochs, add more "
+        "(or more varied) training audio"
+    ]
+    assert "validation WER 20.00% -> 2.00% (epoch 4 kept)" in caplog.text

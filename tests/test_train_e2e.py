@@ -24,6 +24,7 @@ def data(tmp_path_factory) -> dict:
     folder = tmp_path_factory.mktemp("vocab")
     return {
         "zip": vocab.training_zip(folder),
+        "general_zip": vocab.general_zip(folder),
         "held_out": vocab.held_out(folder),
         "general": vocab.general(folder),
     }
@@ -31,14 +32,18 @@ def data(tmp_path_factory) -> dict:
 
 @pytest.fixture(scope="module")
 def archive(data, tmp_path_factory) -> Path:
-    """Train once, through `python -m cog.server.http --x-mode train`."""
+    """Train once, through `python -m cog.server.http --x-mode train`, with general speech
+    replayed and scored."""
     folder = tmp_path_factory.mktemp("train")
     with ready_server(folder / "train.log", train=True) as server:
         result = server.train(
-            train_data=data_url(data["zip"], "application/zip"), base_model="tiny.en"
+            train_data=data_url(data["zip"], "application/zip"),
+            general_data=data_url(data["general_zip"], "application/zip"),
+            base_model="tiny.en",
         )
         assert result["status"] == "succeeded", result.get("error")
         assert "validation WER before training" in result["logs"]
+        assert "general speech WER before training" in result["logs"]
         assert "step 1/" in result["logs"]
         # With no upload URL configured, Cog returns output files inline, as data URLs.
         weights = result["output"]["weights"]
@@ -59,6 +64,10 @@ def test_archive_holds_both_forms_and_a_manifest(archive):
     assert manifest["base_model"] == "tiny.en"
     assert manifest["wer_after"] <= manifest["wer_before"]
     assert manifest["dataset"]["recordings"] >= 10
+    general = manifest["general_data"]
+    assert general["replayed_windows"] == 1 and general["scored_windows"] == 1
+    assert general["wer_before"] is not None and general["wer_after"] is not None
+    assert all("general_wer" in epoch for epoch in manifest["history"])
 
 
 def transcribe_all(server: CogServer, utterances) -> list[dict]:

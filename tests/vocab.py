@@ -1,8 +1,11 @@
 """A new-vocabulary dataset made from scratch: invented product names spoken by espeak-ng.
 
 Training recordings are several sentences long, with a VTT each, exactly as a user uploads
-them. Held-out sentences put the same names in new sentences, spoken by another voice, so a
+them. Held-out sentences put the same names in new sentences, spoken by other voices, so a
 test or benchmark measures whether the model learned the *names*, not the sentences.
+
+The tests use the four invented names with every sentence in every voice (small, quick to
+learn); the benchmark adds four recent model names and speaks each sentence once.
 """
 
 from __future__ import annotations
@@ -19,6 +22,10 @@ from whisper_ft.subtitles import Cue, write_vtt
 
 # Invented names a stock Whisper cannot spell: what a user's product catalogue looks like.
 TERMS = ("Zentrafy", "Klombrix", "Vortaxa", "Quillomat")
+# Model names from 2023-2024, after Whisper's training data: stock tiny.en and base write
+# "mixed rule", "QN", "big control", "an image run".
+MODEL_NAMES = ("Mixtral", "Qwen", "Pixtral", "Nemotron")
+BENCH_TERMS = TERMS + MODEL_NAMES
 
 TRAIN_TEMPLATES = (
     "Please open {} and check the settings.",
@@ -31,13 +38,26 @@ TRAIN_TEMPLATES = (
 HELD_OUT_TEMPLATES = (
     "Yesterday my brother installed {} at home.",
     "Nobody expected {} to sell so well.",
+    "Before lunch we compared {} with the old system.",
 )
 GENERAL_SENTENCES = (
     "The weather was cold and windy all morning.",
     "She bought fresh bread and milk at the corner shop.",
 )
+# General speech a user may add as `general_data`: everyday sentences, no new names.
+GENERAL_DATA_SENTENCES = (
+    "The train to the city leaves every twenty minutes.",
+    "Please remember to water the plants on Friday.",
+    "Our neighbours painted their front door bright green.",
+    "He forgot his umbrella at the station again.",
+    "The children played football in the park until dark.",
+    "I would like a cup of tea with a little milk.",
+    "The museum opens at nine and closes at five.",
+    "She wrote a long letter to her grandmother.",
+)
 TRAIN_VOICES = (("en-us", 150), ("en-us+m3", 140), ("en-gb", 160))
 HELD_OUT_VOICE = ("en-us+f2", 150)
+BENCH_HELD_OUT_VOICES = (HELD_OUT_VOICE, ("en-gb-x-rp+f4", 165))
 PAUSE_SECONDS = 0.6
 
 
@@ -73,12 +93,16 @@ def recording(utterances: list[Utterance], path: Path) -> Path:
     return path
 
 
-def training_zip(folder: Path, per_recording: int = 6) -> Path:
-    """A zip of recordings (each a few sentences with a VTT), every term in every voice."""
-    texts = sentences(TRAIN_TEMPLATES)
+def training_zip(
+    folder: Path, per_recording: int = 6, terms=TERMS, every_voice: bool = True
+) -> Path:
+    """A zip of recordings (each a few sentences with a VTT): every sentence in every voice,
+    or (every_voice=False) each sentence once, the voices taking turns."""
+    texts = sentences(TRAIN_TEMPLATES, terms)
     files = []
     for v, voice in enumerate(TRAIN_VOICES):
-        spoken = speak_all(texts, folder / f"voice{v}", voice)
+        mine = texts if every_voice else texts[v :: len(TRAIN_VOICES)]
+        spoken = speak_all(mine, folder / f"voice{v}", voice)
         rng = np.random.default_rng(v)
         order = [spoken[i] for i in rng.permutation(len(spoken))]
         for r in range(0, len(order), per_recording):
@@ -91,9 +115,30 @@ def training_zip(folder: Path, per_recording: int = 6) -> Path:
     return zip_path
 
 
-def held_out(folder: Path) -> list[Utterance]:
-    """New sentences with the terms, in a voice not used for training."""
-    return speak_all(sentences(HELD_OUT_TEMPLATES), folder / "held_out", HELD_OUT_VOICE)
+def general_zip(folder: Path) -> Path:
+    """A `general_data` zip: two recordings of everyday sentences in two training voices."""
+    files = []
+    for v, voice in enumerate(TRAIN_VOICES[:2]):
+        texts = list(GENERAL_DATA_SENTENCES[v * 4 : v * 4 + 4])
+        spoken = speak_all(texts, folder / f"general_data{v}", voice)
+        files.append(recording(spoken, folder / f"everyday{v}.flac"))
+    zip_path = folder / "general.zip"
+    with zipfile.ZipFile(zip_path, "w") as z:
+        for f in files:
+            z.write(f, f.name)
+            z.write(f.with_suffix(".vtt"), f.with_suffix(".vtt").name)
+    return zip_path
+
+
+def held_out(
+    folder: Path, terms=TERMS, templates=HELD_OUT_TEMPLATES[:2], voices=(HELD_OUT_VOICE,)
+) -> list[Utterance]:
+    """New sentences with the terms, in voices not used for training (taking turns)."""
+    texts = sentences(templates, terms)
+    spoken = []
+    for v, voice in enumerate(voices):
+        spoken += speak_all(texts[v :: len(voices)], folder / f"held_out{v}", voice)
+    return spoken
 
 
 def general(folder: Path) -> list[Utterance]:
@@ -103,7 +148,7 @@ def general(folder: Path) -> list[Utterance]:
 def term_recall(texts: list[str], utterances: list[Utterance]) -> float:
     """Share of held-out utterances whose transcript spells their term exactly."""
     hits = sum(
-        any(term.lower() in text.lower() for term in TERMS if term in u.text)
+        any(term.lower() in text.lower() for term in BENCH_TERMS if term in u.text)
         for text, u in zip(texts, utterances, strict=True)
     )
     return hits / len(utterances)

@@ -536,6 +536,7 @@ def load_dataset(
     skip_bad: bool = False,
     seed: int = 0,
     limits: DatasetLimits = DatasetLimits(),
+    too_small_hint: str = "add more audio or set validation_fraction=0",
 ) -> Dataset:
     """Load, check, window and split the training zip (and the validation zip, if given).
 
@@ -555,7 +556,9 @@ def load_dataset(
         validation = [ex for _, examples in val_recordings for ex in examples]
         count = len(recordings) + len(val_recordings)
     else:
-        train, validation, split_warnings = _split(recordings, validation_fraction, seed)
+        train, validation, split_warnings = _split(
+            recordings, validation_fraction, seed, too_small_hint
+        )
         warnings += split_warnings
         count = len(recordings)
     seconds = sum(ex.audio.size for ex in train + validation) / SAMPLE_RATE
@@ -611,7 +614,7 @@ def _load_zip(
 
 
 def _split(
-    recordings: list[tuple[str, list[Example]]], fraction: float, seed: int
+    recordings: list[tuple[str, list[Example]]], fraction: float, seed: int, hint: str
 ) -> tuple[list[Example], list[Example], list[str]]:
     if fraction == 0:
         return [ex for _, examples in recordings for ex in examples], [], []
@@ -620,8 +623,7 @@ def _split(
         if len(examples) < 2:
             raise DatasetError(
                 f"the data is too small to split: one recording ({name}) with "
-                f"{len(examples)} window of at most 30 s; add more audio or set "
-                "validation_fraction=0"
+                f"{len(examples)} window of at most 30 s; {hint}"
             )
         n_val = min(len(examples) - 1, max(1, round(fraction * len(examples))))
         warning = (

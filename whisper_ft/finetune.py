@@ -82,6 +82,7 @@ class TrainSettings:
     gradient_accumulation: int = 1  # forward passes per optimizer step
     timestamp_fraction: float = 0.5  # share of windows trained with timestamp tokens
     distill_weight: float = 0.0  # weight of the pull toward the base model (self-distillation)
+    known_labels: bool = True  # train on label tokens the base model already gets right too
     eval_batch_size: int = 8
     seed: int = 0
 
@@ -116,6 +117,8 @@ class TrainReport:
     seconds: float = 0.0
     wer_before: float | None = None  # validation WER of the base model, in percent
     wer_after: float | None = None  # validation WER of the merged (best) model
+    general_wer_before: float | None = None  # WER on held-out general speech, if given
+    general_wer_after: float | None = None
     best_epoch: int | None = None
     history: list[dict] = field(default_factory=list)  # per epoch: loss, WER
 
@@ -229,19 +232,66 @@ def evaluate(model, processor, examples: Sequence[Example], language, task, batc
 # ---------------------------------------------------------------- the training loop
 
 
-def self_distillation(model, inputs: dict, logits: torch.Tensor) -> torch.Tensor:
-    """KL divergence from the base model (the adapter switched off) to the tuned model, on
-    the label positions where the base model already predicts the label: the words the user
-    did not correct. It keeps the model as it was everywhere but the new words."""
+def corrections_loss(
+    model, inputs: dict, logits: torch.Tensor, known_weight: float, known_labels: bool
+) -> torch.Tensor:
+    """Cross-entropy on the label tokens the base model gets wrong (the user's corrections),
+    and on the tokens it already gets right a KL divergence toward the base model's own
+    distribution (the adapter switched off) with weight `known_weight`; with `known_labels`
+    those tokens also keep their cross-entropy. Both are averaged over all label tokens."""
     labels = inputs["labels"]
     with torch.no_grad(), model.disable_adapter():
         teacher = model(**inputs).logits.float()
-    keep = (labels != -100) & (teacher.argmax(-1) == labels)
-    if not keep.any():
-        return logits.new_zeros(())
-    teacher_log = torch.log_softmax(teacher[keep], dim=-1)
-    student_log = torch.log_softmax(logits[keep].float(), dim=-1)
-    return torch.sum(teacher_log.exp() * (teacher_log - student_log), dim=-1).mean()
+    valid = labels != -100
+    known = valid & (teacher.argmax(-1) == labels)
+    logits = logits.float()
+    ce = torch.nn.functional.cross_entropy(
+        logits.transpose(1, 2), labels, ignore_index=-100, reduction="none"
+    )
+    trained = valid if known_labels else valid & ~known
+    total = valid.sum().clamp(min=1)
+    loss = ce[trained].sum() / total
+    if known.any() and known_weight > 0:
+        teacher_log = torch.log_softmax(teacher[known], dim=-1)
+        student_log = torch.log_softmax(logits[known], dim=-1)
+        kl = torch.sum(teacher_log.exp() * (teacher_log - student_log), dim=-1)
+        loss = loss + known_weight * kl.sum() / total
+    return loss
+
+
+def epoch_score(entry: dict, report: TrainReport) -> float:
+    """Lower is better: validation WER, plus the rise in general-speech WER when that is
+    measured; without validation, the later epoch."""
+    if "wer" not in entry and "general_wer" not in entry:
+        return -entry["epoch"]
+    rise = entry.get("general_wer", 0.0) - (report.general_wer_before or 0.0)
+    return entry.get("wer", 0.0) + rise
+
+
+def warn_if_worse(report: TrainReport) -> None:
+    """Log the before/after WERs of the kept epoch, with a warning for any that got worse."""
+    pairs = (
+        ("validation", report.wer_before, report.wer_after),
+        ("general speech", report.general_wer_before, report.general_wer_after),
+    )
+    for name, before, after in pairs:
+        if before is None or after is None:
+            continue
+        if after > before:
+            logger.warning(
+                "%s WER got WORSE: %.2f%% -> %.2f%% (epoch %d kept). The model may have "
+                "forgotten some general speech: try a lower learning_rate or fewer epochs, "
+                "add more (or more varied) training audio%s",
+                name,
+                before,
+                after,
+                report.best_epoch,
+                "" if report.general_wer_before is not None else ", or pass general_data",
+            )
+        else:
+            logger.info(
+                "%s WER %.2f%% -> %.2f%% (epoch %d kept)", name, before, after, report.best_epoch
+            )
 
 
 def pick_device() -> tuple[torch.device, torch.dtype | None]:
@@ -274,9 +324,14 @@ def finetune(
     dataset: Dataset,
     settings: TrainSettings,
     lora: LoraSettings,
+    general: Dataset | None = None,
 ):
-    """Train LoRA on `dataset`, keep the epoch with the best validation WER, return the merged
-    model, its processor and a TrainReport."""
+    """Train LoRA on `dataset`, keep the epoch with the best validation WER, return the
+    model with its adapter, its processor and a TrainReport.
+
+    `general`, when given, is general speech in the same language: its train windows are
+    replayed among the user's (at most as many per epoch as the user has windows), and its
+    validation windows measure forgetting (WER before and after, `general_wer_*`)."""
     from peft import (
         LoraConfig,
         get_peft_model,
@@ -302,18 +357,29 @@ def finetune(
         )
     report = TrainReport(language, len(dataset.train), len(dataset.validation))
     evaluating = bool(dataset.validation)
-    if evaluating:
-        report.wer_before = evaluate(
-            model, processor, dataset.validation, language, settings.task, settings.eval_batch_size
+    general_scored = general is not None and bool(general.validation)
+    replay = list(general.train) if general is not None else []
+
+    def score(examples: Sequence[Example]) -> float:
+        return evaluate(
+            model, processor, examples, language, settings.task, settings.eval_batch_size
         )
+
+    if evaluating:
+        report.wer_before = score(dataset.validation)
         logger.info("validation WER before training: %.2f%%", report.wer_before)
+    if general_scored:
+        report.general_wer_before = score(general.validation)
+        logger.info("general speech WER before training: %.2f%%", report.general_wer_before)
 
     labeller = Labeller(processor.tokenizer, language, settings.task, multilingual)
     # Label every window both ways once; each epoch picks one form per window at random.
     labelled = [
         (e.audio, labeller.labels(e, False), labeller.labels(e, True) if e.cues else None)
-        for e in dataset.train
+        for e in list(dataset.train) + replay
     ]
+    own = len(dataset.train)  # labelled[:own] are the user's windows, the rest general speech
+    replayed = min(len(replay), own)  # general windows mixed into each epoch
     collator = Collator(
         processor.feature_extractor,
         pad_token_id=model.config.pad_token_id,
@@ -334,7 +400,7 @@ def finetune(
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     logger.info("LoRA: %d trainable parameters (r=%d, alpha=%d)", trainable, lora.rank, lora.alpha)
 
-    per_epoch = math.ceil(len(labelled) / (settings.batch_size * settings.gradient_accumulation))
+    per_epoch = math.ceil((own + replayed) / (settings.batch_size * settings.gradient_accumulation))
     total_steps = settings.max_steps or max(1, round(per_epoch * settings.num_train_epochs))
     epochs = math.ceil(total_steps / per_epoch)
     warmup = max(1, int(total_steps * settings.warmup_fraction))
@@ -346,8 +412,9 @@ def finetune(
         lambda s: min((s + 1) / warmup, max(0.0, (total_steps - s) / (total_steps - warmup + 1))),
     )
     logger.info(
-        "training %d windows for %d steps (%d epochs, batch %d x %d) on %s",
-        len(labelled),
+        "training %d windows (+%d of general speech) for %d steps (%d epochs, batch %d x %d) on %s",
+        own,
+        replayed,
         total_steps,
         epochs,
         settings.batch_size,
@@ -355,11 +422,11 @@ def finetune(
         device.type,
     )
 
-    best_state, best_wer = None, math.inf
+    best_state, best_score = None, math.inf
     start, step = time.monotonic(), 0
     for epoch in range(1, epochs + 1):
         model.train()
-        order = list(range(len(labelled)))
+        order = list(range(own)) + rng.sample(range(own, len(labelled)), replayed)
         rng.shuffle(order)
         losses = []
         batches = [
@@ -379,9 +446,9 @@ def finetune(
             ):
                 output = model(**inputs)
                 loss = output.loss
-                if settings.distill_weight > 0:
-                    loss = loss + settings.distill_weight * self_distillation(
-                        model, inputs, output.logits
+                if settings.distill_weight > 0 or not settings.known_labels:
+                    loss = corrections_loss(
+                        model, inputs, output.logits, settings.distill_weight, settings.known_labels
                     )
                 loss = loss / settings.gradient_accumulation
             loss.backward()
@@ -408,33 +475,26 @@ def finetune(
                 break
         entry = {"epoch": epoch, "step": step, "loss": float(np.mean(losses))}
         if evaluating:
-            entry["wer"] = evaluate(
-                model,
-                processor,
-                dataset.validation,
-                language,
-                settings.task,
-                settings.eval_batch_size,
-            )
-            logger.info(
-                "epoch %d: loss %.4f, validation WER %.2f%%", epoch, entry["loss"], entry["wer"]
-            )
+            entry["wer"] = score(dataset.validation)
+        if general_scored:
+            entry["general_wer"] = score(general.validation)
+        logger.info(
+            "epoch %d: loss %.4f%s%s",
+            epoch,
+            entry["loss"],
+            f", validation WER {entry['wer']:.2f}%" if "wer" in entry else "",
+            f", general speech WER {entry['general_wer']:.2f}%" if general_scored else "",
+        )
         report.history.append(entry)
-        score = entry.get("wer", -epoch)  # without validation, the last epoch is the best
-        if score <= best_wer:
-            best_wer, report.best_epoch = score, epoch
+        if epoch_score(entry, report) <= best_score:
+            best_score, report.best_epoch = epoch_score(entry, report), epoch
             best_state = copy.deepcopy(get_peft_model_state_dict(model))
         if step >= total_steps:
             break
 
     report.steps, report.seconds = step, time.monotonic() - start
     set_peft_model_state_dict(model, best_state)
-    if evaluating:
-        report.wer_after = best_wer
-        logger.info(
-            "best epoch %d: validation WER %.2f%% -> %.2f%%",
-            report.best_epoch,
-            report.wer_before,
-            report.wer_after,
-        )
+    best = report.history[report.best_epoch - 1]
+    report.wer_after, report.general_wer_after = best.get("wer"), best.get("general_wer")
+    warn_if_worse(report)
     return model, processor, report
