@@ -19,13 +19,14 @@ from cog import BaseModel, Input, Path
 
 from whisper_ft.dataset import Dataset, DatasetError, load_dataset
 from whisper_ft.export import export
-from whisper_ft.finetune import LoraSettings, TrainSettings, finetune
+from whisper_ft.finetune import LORA_LAYERS, LoraSettings, TrainSettings, finetune
 from whisper_ft.inputs import check_inputs, inputs_declared
 from whisper_ft.transcribe import language_code
 from whisper_ft.weights import hf_model
 
 logger = logging.getLogger(__name__)
 _last_work: LocalPath | None = None  # the previous training's folder (its archive)
+TRAIN, LORA = TrainSettings(), LoraSettings()  # the default recipe (see BENCHMARKS.md)
 
 
 class TrainingOutput(BaseModel):
@@ -49,23 +50,35 @@ def train(
     ),
     language: str = Input(default="auto", description="Language of the speech (auto: detect)"),
     task: str = Input(default="transcribe", choices=["transcribe", "translate"]),
-    num_train_epochs: float = Input(default=5.0, ge=0.1, le=100.0),
+    num_train_epochs: float = Input(default=TRAIN.num_train_epochs, ge=0.1, le=100.0),
     max_steps: int = Input(default=0, ge=0, le=100000, description="0: use num_train_epochs"),
-    learning_rate: float = Input(default=1e-3, ge=1e-6, le=0.1),
-    batch_size: int = Input(default=8, ge=1, le=256),
+    learning_rate: float = Input(default=TRAIN.learning_rate, ge=1e-6, le=0.1),
+    batch_size: int = Input(default=TRAIN.batch_size, ge=1, le=256),
     gradient_accumulation: int = Input(default=1, ge=1, le=256),
-    lora_rank: int = Input(default=32, ge=1, le=256),
-    lora_alpha: int = Input(default=64, ge=1, le=1024),
-    lora_dropout: float = Input(default=0.05, ge=0.0, le=0.9),
+    lora_rank: int = Input(default=LORA.rank, ge=1, le=256),
+    lora_alpha: int = Input(default=LORA.alpha, ge=1, le=1024),
+    lora_dropout: float = Input(default=LORA.dropout, ge=0.0, le=0.9),
     target_modules: str = Input(
-        default="q_proj,v_proj",
+        default=",".join(LORA.target_modules),
         description="Comma-separated: q_proj,k_proj,v_proj,out_proj,fc1,fc2",
     ),
     lora_layers: str = Input(
-        default="all", choices=["all", "decoder", "encoder"], description="Layers LoRA adapts"
+        default=LORA.layers,
+        choices=list(LORA_LAYERS),
+        description="Layers LoRA adapts (acoustic: the encoder and the decoder's cross-attention, "
+        "leaving the decoder's language model as it was)",
     ),
     timestamp_fraction: float = Input(
-        default=0.5, ge=0.0, le=1.0, description="Share of windows trained with timestamps"
+        default=TRAIN.timestamp_fraction,
+        ge=0.0,
+        le=1.0,
+        description="Share of windows trained with timestamps",
+    ),
+    speed_perturbation: float = Input(
+        default=TRAIN.speed_perturbation,
+        ge=0.0,
+        le=0.3,
+        description="Play windows at 1 - x, 1 or 1 + x times their speed (0: off)",
     ),
     validation_fraction: float = Input(default=0.1, ge=0.0, le=0.5),
     skip_bad_files: bool = Input(
@@ -85,6 +98,7 @@ def train(
         batch_size=args["batch_size"],
         gradient_accumulation=args["gradient_accumulation"],
         timestamp_fraction=args["timestamp_fraction"],
+        speed_perturbation=args["speed_perturbation"],
         seed=args["seed"],
     ).validate()
     lora = LoraSettings(

@@ -3,6 +3,7 @@
     .venv/bin/python -m bench.finetune                          # the default recipe, tiny.en
     .venv/bin/python -m bench.finetune --model base
     .venv/bin/python -m bench.finetune --sweep '{"learning_rate": 5e-4}' '{"lora_rank": 8}'
+    .venv/bin/python -m bench.finetune --every-epoch --no-default --sweep '{"lora_layers": "all"}'
 
 The new-vocabulary dataset is made here (tests/vocab.py): invented product names in varied
 sentences, three espeak-ng voices, recordings of several sentences with a VTT each, as a
@@ -10,7 +11,9 @@ user uploads them. It reports, per recipe:
   - term recall on held-out sentences (new contexts, an unseen voice), before and after;
   - WER on real English speech from ../shared/speech (forgetting), before and after;
   - timestamp sanity of the tuned model's segments on the held-out sentences;
-  - training time, seconds per optimizer step and audio seconds trained per second.
+  - training time, seconds per optimizer step and audio seconds trained per second;
+  - with --every-epoch, recall and real-speech WER after every epoch as well (the trade-off
+    along the way: slower, as each epoch is scored).
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from tests import vocab
 from whisper_ft.audio import SAMPLE_RATE, load_audio
 from whisper_ft.dataset import load_dataset
 from whisper_ft.finetune import LoraSettings, TrainSettings, finetune, transcribe_examples
+from whisper_ft.vocabulary import as_hotwords
 from whisper_ft.weights import hf_model
 from whisper_ft.wer import word_error_rate
 
@@ -56,12 +60,15 @@ def recipe(overrides: dict) -> tuple[TrainSettings, LoraSettings]:
 
 
 def timestamps_sane(model_dir: Path, utterances) -> bool:
-    """Segments of the tuned model, served by CTranslate2, are ordered and inside the audio."""
+    """Segments of the tuned model, served as the Predictor serves it (CTranslate2, its
+    vocabulary as hotwords), are ordered and inside the audio."""
+    from whisper_ft.archive import served_vocabulary
     from whisper_ft.transcribe import Transcriber, TranscribeSettings
 
     transcriber = Transcriber(model_dir)
+    settings = TranscribeSettings(language="en", hotwords=as_hotwords(served_vocabulary(model_dir)))
     for u in utterances:
-        result = transcriber.transcribe(u.path, TranscribeSettings(language="en"))
+        result = transcriber.transcribe(u.path, settings)
         previous = 0.0
         for s in result.segments:
             if not (previous - 0.01 <= s.start < s.end <= result.duration + 0.05):
@@ -70,13 +77,23 @@ def timestamps_sane(model_dir: Path, utterances) -> bool:
     return True
 
 
-def score(model, processor, held, real, references) -> dict:
-    texts = transcribe_examples(
-        model, processor, [load_audio(u.path) for u in held], "en", "transcribe"
-    )
+def processor_of(base_dir: Path):
+    from transformers import WhisperProcessor
+
+    return WhisperProcessor.from_pretrained(base_dir)
+
+
+def score(model, processor, held, real, references, prompt=None) -> dict:
+    """Held-out term recall and real-speech WER, reading `prompt` (the vocabulary served as
+    hotwords) as the served model does; plus the recall of the weights alone."""
+    audio = [load_audio(u.path) for u in held]
+    texts = transcribe_examples(model, processor, audio, "en", "transcribe", prompt=prompt)
     result = {"recall": 100 * vocab.term_recall(texts, held)}
+    if prompt:
+        plain = transcribe_examples(model, processor, audio, "en", "transcribe")
+        result["recall_no_prompt"] = 100 * vocab.term_recall(plain, held)
     if real:
-        hypotheses = transcribe_examples(model, processor, real, "en", "transcribe")
+        hypotheses = transcribe_examples(model, processor, real, "en", "transcribe", prompt=prompt)
         result["real_wer"] = word_error_rate(references, hypotheses, "en")
     return result
 
@@ -85,6 +102,8 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--model", default="tiny.en")
     parser.add_argument("--sweep", nargs="*", default=[], help="JSON recipes to compare")
+    parser.add_argument("--no-default", action="store_true", help="run only the --sweep recipes")
+    parser.add_argument("--every-epoch", action="store_true", help="score after every epoch")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
 
@@ -95,7 +114,11 @@ def main() -> None:
 
     folder = Path(tempfile.mkdtemp(prefix="bench-finetune-"))
     train_zip = vocab.training_zip(
-        folder, per_recording=4, terms=vocab.BENCH_TERMS, every_voice=False
+        folder,
+        per_recording=4,
+        terms=vocab.BENCH_TERMS,
+        voices=vocab.BENCH_TRAIN_VOICES,
+        every_voice=False,
     )
     held = vocab.held_out(
         folder, vocab.BENCH_TERMS, vocab.HELD_OUT_TEMPLATES, vocab.BENCH_HELD_OUT_VOICES
@@ -118,13 +141,29 @@ def main() -> None:
     del base
 
     rows = []
-    for overrides in [{}] + [json.loads(s) for s in args.sweep]:
+    recipes = ([] if args.no_default else [{}]) + [json.loads(s) for s in args.sweep]
+    for overrides in recipes:
         settings, lora = recipe(overrides)
+        trajectory = [{"epoch": 0, **before}]
+        scoring = [0.0]  # seconds spent scoring epochs, left out of the training time
+
+        def score_epoch(model, entry, report, trajectory=trajectory, scoring=scoring):
+            began = time.monotonic()
+            prompt = as_hotwords(report.vocabulary)
+            found = score(model, processor_of(base_dir), held, real, references, prompt)
+            scoring[0] += time.monotonic() - began
+            trajectory.append({"epoch": entry["epoch"], "val_wer": entry.get("wer"), **found})
+            print(f"  {json.dumps(trajectory[-1])}", flush=True)
+
         start = time.monotonic()
-        model, processor, report = finetune(base_dir, dataset, settings, lora)
-        train_s = time.monotonic() - start
-        after = score(model, processor, held, real, references)
-        archive = export(model, processor, base_dir, folder / "weights.tar", {"bench": True})
+        model, processor, report = finetune(
+            base_dir, dataset, settings, lora, on_epoch=score_epoch if args.every_epoch else None
+        )
+        train_s = time.monotonic() - start - scoring[0]
+        report.seconds -= scoring[0]
+        after = score(model, processor, held, real, references, as_hotwords(report.vocabulary))
+        manifest = {"bench": True, "vocabulary": report.vocabulary}
+        archive = export(model, processor, base_dir, folder / "weights.tar", manifest)
         from whisper_ft.archive import unpack_weights
 
         sane = timestamps_sane(unpack_weights(str(archive)) / "ct2", held)
@@ -135,6 +174,8 @@ def main() -> None:
             "recipe": overrides or "default",
             "recall_before": before["recall"],
             "recall_after": after["recall"],
+            "recall_after_no_prompt": after.get("recall_no_prompt"),
+            "vocabulary": report.vocabulary,
             "real_wer_before": before.get("real_wer"),
             "real_wer_after": after.get("real_wer"),
             "timestamps_ok": sane,
@@ -142,6 +183,8 @@ def main() -> None:
             "s_per_step": report.seconds / max(1, report.steps),
             "audio_s_per_s": seconds * epochs / report.seconds,
             "val_wer": [report.wer_before, report.wer_after],
+            "best_epoch": report.best_epoch,
+            "every_epoch": trajectory[1:] and trajectory,
         }
         rows.append(row)
         print(json.dumps(row), flush=True)
@@ -163,6 +206,14 @@ def main() -> None:
             f"{'ok' if r['timestamps_ok'] else 'BROKEN'} | {r['train_s']:.0f} s "
             f"({r['s_per_step']:.1f} s/step, {r['audio_s_per_s']:.1f} audio-s/s) |"
         )
+    for r in rows:
+        if r["every_epoch"]:
+            print(f"\n{r['recipe']}: | epoch | validation WER | recall | real-speech WER |")
+            for t in r["every_epoch"]:
+                print(
+                    f"| {t['epoch']} | {t.get('val_wer', '-')} | {t['recall']:.0f}% | "
+                    f"{t.get('real_wer', float('nan')):.2f}% |"
+                )
     print(f"written: {out}")
 
 

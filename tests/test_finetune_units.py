@@ -117,7 +117,7 @@ def test_lora_settings_reject_unknown_modules():
         LoraSettings(target_modules=("qkv",)).validate()
 
 
-def test_lora_on_decoder_layers_only():
+def test_lora_layer_sets():
     import re
 
     from transformers import WhisperForConditionalGeneration
@@ -125,11 +125,29 @@ def test_lora_on_decoder_layers_only():
     from whisper_ft.weights import hf_model
 
     model = WhisperForConditionalGeneration.from_pretrained(hf_model("tiny.en"))
-    pattern = LoraSettings(layers="decoder").peft_targets()
-    names = [n for n, _ in model.named_modules() if re.fullmatch(pattern, n)]
-    assert len(names) == 4 * 2 * 2  # 4 decoder layers, self- and cross-attention, q and v
-    assert all(n.startswith("model.decoder.") for n in names)
-    assert LoraSettings().peft_targets() == ["q_proj", "v_proj"]
+
+    def adapted(**settings) -> set[str]:
+        pattern = LoraSettings(**settings).peft_targets()
+        if isinstance(pattern, list):
+            return {n for n, _ in model.named_modules() if n.split(".")[-1] in pattern}
+        return {n for n, _ in model.named_modules() if re.fullmatch(pattern, n)}
+
+    def kinds(names: set[str]) -> set[str]:  # "encoder.self_attn.q_proj" without layer numbers
+        return {".".join([n.split(".")[1], *n.split(".")[4:]]) for n in names}
+
+    # The default: the encoder and the decoder's cross-attention, not its language model.
+    assert kinds(adapted()) == {
+        "encoder.self_attn.q_proj",
+        "encoder.self_attn.v_proj",
+        "decoder.encoder_attn.q_proj",
+        "decoder.encoder_attn.v_proj",
+    }
+    assert len(adapted()) == 4 * 2 + 4 * 2  # 4 encoder and 4 decoder layers, q and v
+    decoder = adapted(layers="decoder")
+    assert len(decoder) == 4 * 2 * 2 and all(n.startswith("model.decoder.") for n in decoder)
+    assert kinds(adapted(layers="encoder", target_modules=("fc1",))) == {"encoder.fc1"}
+    assert kinds(adapted(layers="acoustic", target_modules=("fc2",))) == {"encoder.fc2"}
+    assert len(adapted(layers="all")) == 4 * 2 + 4 * 2 * 2
 
 
 @pytest.fixture(scope="module")
@@ -212,3 +230,52 @@ def test_worse_general_speech_is_a_clear_warning(caplog):
         "(or more varied) training audio"
     ]
     assert "validation WER 20.00% -> 2.00% (epoch 4 kept)" in caplog.text
+
+
+def test_speed_perturbation_scales_audio_and_cue_times_together():
+    import random
+
+    from whisper_ft.finetune import perturb_speed
+
+    audio = np.sin(np.arange(160000) / 10).astype(np.float32)  # 10 s
+    window = Example(audio, "a b", (Cue(1.0, 4.0, "a"), Cue(5.0, 9.5, "b")), "a.wav", 0.0)
+    seen = set()
+    rng = random.Random(0)
+    for _ in range(30):
+        played = perturb_speed(window, 0.1, rng)
+        factor = round(window.audio.size / played.audio.size, 2)
+        seen.add(factor)
+        for cue, original in zip(played.cues, window.cues, strict=True):
+            assert cue.start == pytest.approx(original.start / factor, abs=0.01)
+            assert cue.end == pytest.approx(original.end / factor, abs=0.01)
+            assert cue.text == original.text
+    assert seen == {0.9, 1.0, 1.1}
+    long = Example(np.zeros(29 * 16000, np.float32), "a", (), "a.wav", 0.0)
+    assert all(perturb_speed(long, 0.1, rng).audio.size <= 30 * 16000 for _ in range(20))
+    assert perturb_speed(window, 0.0, rng) is window
+
+
+def test_prompted_labels_read_the_prompt_and_learn_only_the_transcript(processor):
+    from transformers import WhisperForConditionalGeneration
+
+    from whisper_ft.weights import hf_model
+
+    labeller = Labeller(processor.tokenizer, "en", "transcribe", multilingual=False)
+    prompt = labeller.prompt_ids("Zentrafy, Klombrix")
+    plain = labeller.labels(example("open Zentrafy"), False)
+    prompted = labeller.labels(example("open Zentrafy"), False, prompt)
+    assert prompted == prompt + plain and prompt[0] == 50360  # <|startofprev|>
+    collator = Collator(processor.feature_extractor, pad_token_id=EOT, decoder_start_token_id=SOT)
+    audio = [np.zeros(16000, np.float32)] * 2
+    batch = collator(audio, [prompted, prompt + labeller.labels(example("hi"), False)])
+    assert batch["decoder_input_ids"].shape == batch["labels"].shape
+    inputs, labels = batch["decoder_input_ids"], batch["labels"]
+    assert inputs[0].tolist() == prompted[:-1]  # reads the prompt, then its own tokens
+    targets = [t for t in labels[0].tolist() if t != -100]
+    assert targets == plain[1:]  # learns <|notimestamps|>, the text and <|endoftext|> only
+    hi = labeller.labels(example("hi"), False)
+    assert [t for t in labels[1].tolist() if t != -100] == hi[1:]  # prompt and padding masked
+    # The same targets, whatever precedes them: the loss sees exactly the transcript tokens.
+    model = WhisperForConditionalGeneration.from_pretrained(hf_model("tiny.en"))
+    with torch.no_grad():
+        assert model(**batch).logits.shape[1] == len(prompted) - 1

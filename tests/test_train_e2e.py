@@ -68,6 +68,8 @@ def test_archive_holds_both_forms_and_a_manifest(archive):
     assert general["replayed_windows"] == 1 and general["scored_windows"] == 1
     assert general["wer_before"] is not None and general["wer_after"] is not None
     assert all("general_wer" in epoch for epoch in manifest["history"])
+    # The names the base model missed in the transcripts, and nothing else, are served.
+    assert set(manifest["vocabulary"]) == set(vocab.TERMS), manifest["vocabulary"]
 
 
 def transcribe_all(server: CogServer, utterances) -> list[dict]:
@@ -93,6 +95,7 @@ def served(archive, data, tmp_path_factory) -> dict:
                 "held_out": transcribe_all(server, data["held_out"]),
                 "general": transcribe_all(server, data["general"]),
             }
+        found[name]["log"] = (folder / f"{name}.log").read_text(errors="replace")
     return found
 
 
@@ -101,6 +104,12 @@ def test_tuned_model_spells_the_new_names_on_held_out_sentences(served, data):
     tuned = vocab.term_recall([o["text"] for o in served["tuned"]["held_out"]], data["held_out"])
     assert base <= 0.25, "the base model already knows the names: the test proves nothing"
     assert tuned >= 0.75, [o["text"] for o in served["tuned"]["held_out"]]
+
+
+def test_tuned_model_serves_its_vocabulary_as_hotwords(served):
+    assert "vocabulary from training, used as hotwords" in served["tuned"]["log"]
+    assert "Zentrafy" in served["tuned"]["log"]
+    assert "vocabulary from training" not in served["base"]["log"]
 
 
 def test_general_speech_is_still_transcribed(served, data):

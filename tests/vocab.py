@@ -57,6 +57,8 @@ GENERAL_DATA_SENTENCES = (
 )
 TRAIN_VOICES = (("en-us", 150), ("en-us+m3", 140), ("en-gb", 160))
 HELD_OUT_VOICE = ("en-us+f2", 150)
+# The benchmark's speakers: men and women, American and British, slow and quick.
+BENCH_TRAIN_VOICES = (("en-us", 150), ("en-us+f3", 165), ("en-gb+m3", 140), ("en-gb+f5", 155))
 BENCH_HELD_OUT_VOICES = (HELD_OUT_VOICE, ("en-gb-x-rp+f4", 165))
 PAUSE_SECONDS = 0.6
 
@@ -94,14 +96,18 @@ def recording(utterances: list[Utterance], path: Path) -> Path:
 
 
 def training_zip(
-    folder: Path, per_recording: int = 6, terms=TERMS, every_voice: bool = True
+    folder: Path,
+    per_recording: int = 6,
+    terms=TERMS,
+    voices=TRAIN_VOICES,
+    every_voice: bool = True,
 ) -> Path:
     """A zip of recordings (each a few sentences with a VTT): every sentence in every voice,
     or (every_voice=False) each sentence once, the voices taking turns."""
     texts = sentences(TRAIN_TEMPLATES, terms)
     files = []
-    for v, voice in enumerate(TRAIN_VOICES):
-        mine = texts if every_voice else texts[v :: len(TRAIN_VOICES)]
+    for v, voice in enumerate(voices):
+        mine = texts if every_voice else texts[v :: len(voices)]
         spoken = speak_all(mine, folder / f"voice{v}", voice)
         rng = np.random.default_rng(v)
         order = [spoken[i] for i in rng.permutation(len(spoken))]

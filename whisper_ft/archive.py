@@ -62,6 +62,16 @@ def read_manifest(root: Path) -> dict:
     return manifest
 
 
+def served_vocabulary(model_dir: Path) -> list[str]:
+    """The vocabulary a trained model's manifest carries (its served hotwords); [] for a
+    model that is not from a weights archive or has none."""
+    manifest = Path(model_dir).parent / "manifest.json"
+    if Path(model_dir).name != "ct2" or not manifest.is_file():
+        return []
+    words = read_manifest(manifest.parent).get("vocabulary") or []
+    return [w for w in words if isinstance(w, str) and w.strip()]
+
+
 def unpack_weights(spec: str) -> Path:
     """A weights archive (path or URL) -> the folder it is unpacked in (cached by content)."""
     remote = spec.startswith(("http://", "https://"))

@@ -16,11 +16,12 @@ timestamp tokens, so the fine-tuned model still times segments for subtitles.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import logging
 import math
 import random
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,12 +29,20 @@ import numpy as np
 import torch
 
 from whisper_ft.dataset import Dataset, Example
+from whisper_ft.vocabulary import as_hotwords, find_vocabulary
 from whisper_ft.wer import word_error_rate
 
 logger = logging.getLogger(__name__)
 
 TIME_PRECISION = 0.02  # seconds per Whisper timestamp token
 MAX_LABEL_TOKENS = 448  # Whisper decoder's context
+WINDOW_SAMPLES = 30 * 16000  # Whisper's input: 30 s at 16 kHz
+
+
+# Which layers LoRA adapts. "acoustic": the encoder and the decoder's cross-attention, so how
+# the model hears and reads the audio changes while the decoder's language model (its
+# self-attention and MLPs) stays the base model's; measured to forget least (BENCHMARKS.md).
+LORA_LAYERS = ("acoustic", "all", "decoder", "encoder")
 
 
 @dataclass(frozen=True)
@@ -42,7 +51,7 @@ class LoraSettings:
     alpha: int = 64  # scaling numerator: updates are scaled by alpha / rank
     dropout: float = 0.05  # dropout on the LoRA input
     target_modules: tuple[str, ...] = ("q_proj", "v_proj")  # attention projections adapted
-    layers: str = "all"  # adapt them in all layers, or only the "decoder" or "encoder"
+    layers: str = "acoustic"  # which layers: see LORA_LAYERS
 
     def validate(self) -> LoraSettings:
         if not 1 <= self.rank <= 256:
@@ -51,8 +60,8 @@ class LoraSettings:
             raise ValueError(f"lora_alpha: {self.alpha} is outside 1..1024")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"lora_dropout: {self.dropout} is outside 0..1")
-        if self.layers not in ("all", "decoder", "encoder"):
-            raise ValueError(f"lora_layers: {self.layers!r} is not all, decoder or encoder")
+        if self.layers not in LORA_LAYERS:
+            raise ValueError(f"lora_layers: {self.layers!r} is not one of {', '.join(LORA_LAYERS)}")
         allowed = {"q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2"}
         unknown = [m for m in self.target_modules if m not in allowed]
         if unknown or not self.target_modules:
@@ -63,11 +72,14 @@ class LoraSettings:
         return self
 
     def peft_targets(self) -> list[str] | str:
-        """peft's target_modules: names, or a regex limiting them to one stack of layers."""
+        """peft's target_modules: names, or a regex limiting them to some of the layers."""
         if self.layers == "all":
             return list(self.target_modules)
         names = "|".join(self.target_modules)
-        return rf".*model\.{self.layers}\.layers\.\d+\..*\.({names})"
+        if self.layers == "acoustic":  # the encoder, and the decoder's cross-attention
+            stacks = r"encoder\.layers\.\d+\.(.*\.)?|decoder\.layers\.\d+\.encoder_attn\."
+            return rf".*model\.({stacks})({names})"
+        return rf".*model\.{self.layers}\.layers\.\d+\.(.*\.)?({names})"
 
 
 @dataclass(frozen=True)
@@ -76,11 +88,15 @@ class TrainSettings:
     task: str = "transcribe"  # or translate (speech in any language, English labels)
     num_train_epochs: float = 5.0  # passes over the training windows
     max_steps: int | None = None  # stop after this many optimizer steps (overrides epochs)
-    learning_rate: float = 1e-3  # peak LoRA learning rate (linear warm-up, linear decay)
+    learning_rate: float = 5e-4  # peak LoRA learning rate (linear warm-up, linear decay)
     warmup_fraction: float = 0.1  # share of the steps spent warming up
-    batch_size: int = 8  # windows per forward pass
+    batch_size: int = 2  # windows per forward pass
     gradient_accumulation: int = 1  # forward passes per optimizer step
     timestamp_fraction: float = 0.5  # share of windows trained with timestamp tokens
+    prompt_fraction: float = 1.0  # share of windows trained reading the vocabulary prompt
+    speed_perturbation: float = 0.15  # play windows at 1 -/+ this speed, a third of the time each
+    vocabulary: tuple[str, ...] = ()  # words to serve as hotwords, besides those found
+    learn_vocabulary: bool = True  # find the words the base model missed in the transcripts
     distill_weight: float = 0.0  # weight of the pull toward the base model (self-distillation)
     known_labels: bool = True  # train on label tokens the base model already gets right too
     eval_batch_size: int = 8
@@ -103,6 +119,10 @@ class TrainSettings:
             )
         if not 0.0 <= self.distill_weight <= 10.0:
             raise ValueError(f"distill_weight: {self.distill_weight} is outside 0..10")
+        if not 0.0 <= self.speed_perturbation <= 0.3:
+            raise ValueError(f"speed_perturbation: {self.speed_perturbation} is outside 0..0.3")
+        if not 0.0 <= self.prompt_fraction <= 1.0:
+            raise ValueError(f"prompt_fraction: {self.prompt_fraction} is outside 0..1")
         if not 0.0 <= self.timestamp_fraction <= 1.0:
             raise ValueError(f"timestamp_fraction: {self.timestamp_fraction} is outside 0..1")
         return self
@@ -121,6 +141,7 @@ class TrainReport:
     general_wer_after: float | None = None
     best_epoch: int | None = None
     history: list[dict] = field(default_factory=list)  # per epoch: loss, WER
+    vocabulary: list[str] = field(default_factory=list)  # served as hotwords
 
 
 # ---------------------------------------------------------------- labels and the collator
@@ -134,6 +155,7 @@ class Labeller:
         self.prefix_plain = self._prefix(language, task, multilingual, timestamps=False)
         self.prefix_timed = self._prefix(language, task, multilingual, timestamps=True)
         self.eot = tokenizer.convert_tokens_to_ids("<|endoftext|>")
+        self.sot_prev = tokenizer.convert_tokens_to_ids("<|startofprev|>")
         self.timestamp_begin = tokenizer.convert_tokens_to_ids("<|0.00|>")
 
     def _prefix(self, language, task, multilingual, timestamps) -> list[int]:
@@ -147,7 +169,12 @@ class Labeller:
     def text_ids(self, text: str) -> list[int]:
         return self.tokenizer.encode(" " + text.strip(), add_special_tokens=False)
 
-    def labels(self, example: Example, timestamps: bool) -> list[int]:
+    def prompt_ids(self, text: str | None) -> list[int]:
+        """`<|startofprev|>` and the prompt text, as Whisper reads hotwords; [] for none."""
+        return [self.sot_prev, *self.text_ids(text)] if text else []
+
+    def labels(self, example: Example, timestamps: bool, prompt: Sequence[int] = ()) -> list[int]:
+        """The decoder sequence: the prompt (if any, and if it fits), the prefix, the text."""
         if timestamps and example.cues:
             ids = list(self.prefix_timed)
             for cue in example.cues:
@@ -157,6 +184,8 @@ class Labeller:
         else:
             ids = self.prefix_plain + self.text_ids(example.text)
         ids.append(self.eot)
+        if prompt and len(prompt) + len(ids) <= MAX_LABEL_TOKENS:
+            ids = [*prompt, *ids]
         if len(ids) > MAX_LABEL_TOKENS:
             raise ValueError(
                 f"{example.recording} at {example.start:.1f} s: the transcript of this 30 s "
@@ -174,7 +203,9 @@ class Collator:
     Labels are padded and then masked to -100 *by the attention mask*, not by value: Whisper's
     pad token is also its end-of-text token, so masking by value would hide the very token
     that teaches the model to stop. The model prepends `decoder_start_token_id` itself when
-    it shifts labels right, so a leading start token is stripped here.
+    it shifts labels right, so a leading start token is stripped here. A sequence that starts
+    with a prompt (`<|startofprev|>` ...) gets explicit decoder inputs instead, and only the
+    tokens after its start token are targets: the prompt is read, not learned.
     """
 
     def __init__(self, feature_extractor, pad_token_id: int, decoder_start_token_id: int):
@@ -186,8 +217,9 @@ class Collator:
         features = self.feature_extractor(
             list(audios), sampling_rate=16000, return_tensors="pt"
         ).input_features
-        if all(ids and ids[0] == self.decoder_start_token_id for ids in labels):
-            labels = [ids[1:] for ids in labels]
+        if any(ids[0] != self.decoder_start_token_id for ids in labels):
+            return {"input_features": features, **self._prompted(labels)}
+        labels = [ids[1:] for ids in labels]
         width = max(len(ids) for ids in labels)
         padded = torch.full((len(labels), width), self.pad_token_id, dtype=torch.long)
         mask = torch.zeros((len(labels), width), dtype=torch.long)
@@ -195,6 +227,16 @@ class Collator:
             padded[row, : len(ids)] = torch.tensor(ids)
             mask[row, : len(ids)] = 1
         return {"input_features": features, "labels": padded.masked_fill(mask == 0, -100)}
+
+    def _prompted(self, sequences: Sequence[list[int]]) -> dict:
+        width = max(len(ids) for ids in sequences) - 1
+        inputs = torch.full((len(sequences), width), self.pad_token_id, dtype=torch.long)
+        labels = torch.full((len(sequences), width), -100, dtype=torch.long)
+        for row, ids in enumerate(sequences):
+            start = ids.index(self.decoder_start_token_id)
+            inputs[row, : len(ids) - 1] = torch.tensor(ids[:-1])
+            labels[row, start : len(ids) - 1] = torch.tensor(ids[start + 1 :])
+        return {"decoder_input_ids": inputs, "labels": labels}
 
 
 # ---------------------------------------------------------------- evaluation
@@ -206,13 +248,19 @@ def is_multilingual(model) -> bool:
 
 
 @torch.no_grad()
-def transcribe_examples(model, processor, audios, language, task, batch_size=8) -> list[str]:
-    """Greedy transcripts of short clips through the transformers generate path."""
+def transcribe_examples(
+    model, processor, audios, language, task, batch_size=8, prompt: str | None = None
+) -> list[str]:
+    """Greedy transcripts of short clips through the transformers generate path, with
+    `prompt` (hotwords) before each, as the served model reads its vocabulary."""
     model.eval()
     device = next(model.parameters()).device
     dtype = next(model.parameters()).dtype
     texts: list[str] = []
     kwargs = {"task": task, "language": language} if is_multilingual(model) else {}
+    if prompt:
+        ids = processor.get_prompt_ids(" " + prompt.strip(), return_tensors="pt")
+        kwargs["prompt_ids"] = ids.to(device)
     for i in range(0, len(audios), batch_size):
         features = processor.feature_extractor(
             list(audios[i : i + batch_size]), sampling_rate=16000, return_tensors="pt"
@@ -222,9 +270,11 @@ def transcribe_examples(model, processor, audios, language, task, batch_size=8) 
     return [t.strip() for t in texts]
 
 
-def evaluate(model, processor, examples: Sequence[Example], language, task, batch_size) -> float:
+def evaluate(
+    model, processor, examples: Sequence[Example], language, task, batch_size, prompt=None
+) -> float:
     hypotheses = transcribe_examples(
-        model, processor, [e.audio for e in examples], language, task, batch_size
+        model, processor, [e.audio for e in examples], language, task, batch_size, prompt
     )
     return word_error_rate([e.text for e in examples], hypotheses, language)
 
@@ -257,6 +307,37 @@ def corrections_loss(
         kl = torch.sum(teacher_log.exp() * (teacher_log - student_log), dim=-1)
         loss = loss + known_weight * kl.sum() / total
     return loss
+
+
+def learn_vocabulary(model, processor, windows, language, settings) -> list[str]:
+    """The user's `vocabulary`, then the words of the training transcripts that the base
+    model missed (whisper_ft/vocabulary.py)."""
+    references, heard = [], []
+    if settings.learn_vocabulary:
+        references = [e.text for e in windows]
+        heard = transcribe_examples(
+            model, processor, [e.audio for e in windows], language, settings.task
+        )
+    words = find_vocabulary(references, heard, processor.tokenizer, settings.vocabulary)
+    logger.info("vocabulary (served as hotwords): %s", ", ".join(words) or "none")
+    return words
+
+
+def perturb_speed(example: Example, amount: float, rng: random.Random) -> Example:
+    """Kaldi-style speed perturbation: the window played at 1 - amount, 1 or 1 + amount times
+    its speed (tempo and pitch together), its cue times scaled to match. A window that would
+    grow past 30 s keeps its speed."""
+    factor = rng.choice((1.0 - amount, 1.0, 1.0 + amount))
+    length = round(example.audio.size / factor)
+    if amount == 0 or factor == 1.0 or length > WINDOW_SAMPLES:
+        return example
+    audio = np.interp(
+        np.arange(length) * factor, np.arange(example.audio.size), example.audio
+    ).astype(np.float32)
+    cues = tuple(
+        dataclasses.replace(c, start=c.start / factor, end=c.end / factor) for c in example.cues
+    )
+    return dataclasses.replace(example, audio=audio, cues=cues)
 
 
 def epoch_score(entry: dict, report: TrainReport) -> float:
@@ -325,13 +406,15 @@ def finetune(
     settings: TrainSettings,
     lora: LoraSettings,
     general: Dataset | None = None,
+    on_epoch: Callable[[object, dict, TrainReport], None] | None = None,
 ):
     """Train LoRA on `dataset`, keep the epoch with the best validation WER, return the
     model with its adapter, its processor and a TrainReport.
 
     `general`, when given, is general speech in the same language: its train windows are
     replayed among the user's (at most as many per epoch as the user has windows), and its
-    validation windows measure forgetting (WER before and after, `general_wer_*`)."""
+    validation windows measure forgetting (WER before and after, `general_wer_*`).
+    `on_epoch(model, entry, report)` is called after each epoch's evaluation (benchmarks use it)."""
     from peft import (
         LoraConfig,
         get_peft_model,
@@ -360,9 +443,9 @@ def finetune(
     general_scored = general is not None and bool(general.validation)
     replay = list(general.train) if general is not None else []
 
-    def score(examples: Sequence[Example]) -> float:
+    def score(examples: Sequence[Example], prompt: str | None = None) -> float:
         return evaluate(
-            model, processor, examples, language, settings.task, settings.eval_batch_size
+            model, processor, examples, language, settings.task, settings.eval_batch_size, prompt
         )
 
     if evaluating:
@@ -371,14 +454,15 @@ def finetune(
     if general_scored:
         report.general_wer_before = score(general.validation)
         logger.info("general speech WER before training: %.2f%%", report.general_wer_before)
+    report.vocabulary = learn_vocabulary(model, processor, dataset.train, language, settings)
+    prompt = as_hotwords(report.vocabulary)  # what the tuned model reads when it serves
 
     labeller = Labeller(processor.tokenizer, language, settings.task, multilingual)
-    # Label every window both ways once; each epoch picks one form per window at random.
-    labelled = [
-        (e.audio, labeller.labels(e, False), labeller.labels(e, True) if e.cues else None)
-        for e in list(dataset.train) + replay
-    ]
-    own = len(dataset.train)  # labelled[:own] are the user's windows, the rest general speech
+    prompt_ids = labeller.prompt_ids(prompt)
+    windows = list(dataset.train) + replay
+    for e in windows:  # a transcript too long for the decoder fails here, before training
+        labeller.labels(e, timestamps=True)
+    own = len(dataset.train)  # windows[:own] are the user's, the rest general speech
     replayed = min(len(replay), own)  # general windows mixed into each epoch
     collator = Collator(
         processor.feature_extractor,
@@ -426,19 +510,23 @@ def finetune(
     start, step = time.monotonic(), 0
     for epoch in range(1, epochs + 1):
         model.train()
-        order = list(range(own)) + rng.sample(range(own, len(labelled)), replayed)
+        order = list(range(own)) + rng.sample(range(own, len(windows)), replayed)
         rng.shuffle(order)
         losses = []
         batches = [
             order[i : i + settings.batch_size] for i in range(0, len(order), settings.batch_size)
         ]
         for index, batch in enumerate(batches):
-            audios = [labelled[i][0] for i in batch]
+            # Each epoch hears each window at a random speed and with or without timestamps.
+            chosen = [perturb_speed(windows[i], settings.speed_perturbation, rng) for i in batch]
+            audios = [e.audio for e in chosen]
             labels = [
-                labelled[i][2]
-                if labelled[i][2] is not None and rng.random() < settings.timestamp_fraction
-                else labelled[i][1]
-                for i in batch
+                labeller.labels(
+                    e,
+                    bool(e.cues) and rng.random() < settings.timestamp_fraction,
+                    prompt_ids if rng.random() < settings.prompt_fraction else (),
+                )
+                for e in chosen
             ]
             inputs = {k: v.to(device) for k, v in collator(audios, labels).items()}
             with torch.autocast(
@@ -475,9 +563,9 @@ def finetune(
                 break
         entry = {"epoch": epoch, "step": step, "loss": float(np.mean(losses))}
         if evaluating:
-            entry["wer"] = score(dataset.validation)
+            entry["wer"] = score(dataset.validation, prompt)
         if general_scored:
-            entry["general_wer"] = score(general.validation)
+            entry["general_wer"] = score(general.validation, prompt)
         logger.info(
             "epoch %d: loss %.4f%s%s",
             epoch,
@@ -486,6 +574,8 @@ def finetune(
             f", general speech WER {entry['general_wer']:.2f}%" if general_scored else "",
         )
         report.history.append(entry)
+        if on_epoch is not None:
+            on_epoch(model, entry, report)
         if epoch_score(entry, report) <= best_score:
             best_score, report.best_epoch = epoch_score(entry, report), epoch
             best_state = copy.deepcopy(get_peft_model_state_dict(model))

@@ -1,0 +1,65 @@
+"""The vocabulary a training run finds in the user's transcripts and serves as hotwords."""
+
+from __future__ import annotations
+
+import pytest
+
+from whisper_ft.vocabulary import MAX_PROMPT_TOKENS, as_hotwords, find_vocabulary, words
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    from transformers import WhisperTokenizer
+
+    from whisper_ft.weights import hf_model
+
+    return WhisperTokenizer.from_pretrained(hf_model("tiny.en"))
+
+
+REFERENCES = [
+    "Please open Zentrafy and check the settings.",
+    "We moved the whole team to Zentrafy last week.",
+    "Can you send me the Klombrix report?",
+    "I think Mixtral works better on the laptop.",
+    "Our customers really like the shapeliness of it.",
+]
+HEARD = [  # what a base model wrote for the same windows
+    "Please open Sentrify and check the settings.",
+    "We moved the whole team to Zentrafy last week.",  # right once, missed once: still new
+    "Can you send me the clum bricks report?",
+    "I think mixed rule works better on the laptop.",
+    "Our customers really like the shapliness of it.",  # a real word misheard once
+]
+
+
+def test_finds_the_names_the_base_model_missed(tokenizer):
+    found = find_vocabulary(REFERENCES, HEARD, tokenizer)
+    assert found[:1] == ["Zentrafy"]  # missed, and used most
+    assert {"Zentrafy", "Klombrix", "Mixtral"} <= set(found)
+    # Common words are never in it, even when misheard ("the", "it" are single tokens).
+    assert not {"the", "Please", "report", "laptop", "check"} & set(found)
+
+
+def test_words_the_base_model_gets_right_are_left_out(tokenizer):
+    assert find_vocabulary(REFERENCES, REFERENCES, tokenizer) == []
+
+
+def test_given_words_come_first_once_each(tokenizer):
+    found = find_vocabulary(REFERENCES, HEARD, tokenizer, given=["Quillomat", " zentrafy ", ""])
+    assert found[0] == "Quillomat"
+    assert [w.lower() for w in found].count("zentrafy") == 1
+    assert find_vocabulary([], [], tokenizer, given=["Vortaxa"]) == ["Vortaxa"]
+
+
+def test_the_prompt_stays_short_enough_for_whisper(tokenizer):
+    names = [f"Zorblax{i}ian" for i in range(200)]
+    found = find_vocabulary([" ".join(names)], [""], tokenizer)
+    assert 10 < len(found) < 200
+    assert len(tokenizer.encode(" " + as_hotwords(found), add_special_tokens=False)) <= (
+        MAX_PROMPT_TOKENS
+    )
+
+
+def test_words_keep_inner_punctuation():
+    assert words("GPT-4o, Klombrix's co.op report.") == ["GPT-4o", "Klombrix's", "co.op", "report"]
+    assert as_hotwords([]) is None

@@ -1,0 +1,79 @@
+"""The words a user taught: found in their transcripts, carried with the weights, used as
+hotwords when the tuned model serves.
+
+Fine-tuning changes how the model hears; spelling a new name the same way every time is
+what a prompt does best. Whisper reads a prompt (`<|startofprev|>` text) before each window
+and copies spellings from it; with the names the base model got wrong in the user's own
+transcripts as that prompt, the tuned model spells them in contexts and voices it never
+trained on, and general speech is transcribed as before (BENCHMARKS.md).
+
+    words = find_vocabulary(references, base_hypotheses, tokenizer)
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from collections.abc import Sequence
+
+WORD = re.compile(r"[^\W_](?:[\w'’.-]*\w)?")  # a word, keeping inner hyphens/apostrophes/dots
+MAX_PROMPT_TOKENS = 150  # Whisper's prompt may hold 223 tokens; leave room for previous text
+MISSED_SHARE = 0.5  # a word is new when the base model missed at least half its uses
+
+
+def words(text: str) -> list[str]:
+    return WORD.findall(text)
+
+
+def _key(word: str) -> str:
+    return word.lower().replace("’", "'")
+
+
+def find_vocabulary(
+    references: Sequence[str],
+    hypotheses: Sequence[str],
+    tokenizer,
+    given: Sequence[str] = (),
+) -> list[str]:
+    """The words of `references` that the base model (its `hypotheses` of the same windows)
+    missed in at least half of their uses, and that its tokenizer splits into two or more
+    pieces (names and rare words, not common words misheard once), most frequent first,
+    after the `given` ones; as many as fit a prompt of MAX_PROMPT_TOKENS."""
+    used, missed, spelling = Counter(), Counter(), {}
+    for reference, hypothesis in zip(references, hypotheses, strict=True):
+        heard = {_key(w) for w in words(hypothesis)}
+        for word in words(reference):
+            key = _key(word)
+            spelling.setdefault(key, word)
+            used[key] += 1
+            missed[key] += key not in heard
+    found = [
+        spelling[key]
+        for key, _ in sorted(missed.items(), key=lambda kv: (-kv[1], list(used).index(kv[0])))
+        if missed[key]
+        and missed[key] >= MISSED_SHARE * used[key]
+        and _rare(spelling[key], tokenizer)
+    ]
+    chosen: list[str] = []
+    seen: set[str] = set()
+    for word in [w.strip() for w in given if w.strip()] + found:
+        if _key(word) in seen:
+            continue
+        if _tokens(", ".join([*chosen, word]), tokenizer) > MAX_PROMPT_TOKENS:
+            break
+        chosen.append(word)
+        seen.add(_key(word))
+    return chosen
+
+
+def as_hotwords(vocabulary: Sequence[str]) -> str | None:
+    """The prompt text for a vocabulary (None when it is empty)."""
+    return ", ".join(vocabulary) or None
+
+
+def _tokens(text: str, tokenizer) -> int:
+    return len(tokenizer.encode(" " + text, add_special_tokens=False))
+
+
+def _rare(word: str, tokenizer) -> bool:
+    return len(word) >= 3 and not word.isdigit() and _tokens(word, tokenizer) >= 2
