@@ -80,6 +80,16 @@ def train(
         le=0.3,
         description="Play windows at 1 - x, 1 or 1 + x times their speed (0: off)",
     ),
+    vocabulary: str = Input(
+        default="",
+        description="Comma-separated words or names to spell as written (served as hotwords); "
+        "words the base model missed in your transcripts are added automatically",
+    ),
+    learn_vocabulary: bool = Input(
+        default=TRAIN.learn_vocabulary,
+        description="Find the words the base model missed in your transcripts and serve them "
+        "as hotwords",
+    ),
     validation_fraction: float = Input(default=0.1, ge=0.0, le=0.5),
     skip_bad_files: bool = Input(
         default=False, description="Skip unpaired or broken files with a warning instead of failing"
@@ -99,6 +109,8 @@ def train(
         gradient_accumulation=args["gradient_accumulation"],
         timestamp_fraction=args["timestamp_fraction"],
         speed_perturbation=args["speed_perturbation"],
+        vocabulary=tuple(w.strip() for w in args["vocabulary"].split(",") if w.strip()),
+        learn_vocabulary=args["learn_vocabulary"],
         seed=args["seed"],
     ).validate()
     lora = LoraSettings(
@@ -144,6 +156,7 @@ def train(
             "wer_before": report.wer_before,
             "wer_after": report.wer_after,
             "general_data": general_summary(general, report),
+            "vocabulary": report.vocabulary,
             "best_epoch": report.best_epoch,
             "history": report.history,
             "training_seconds": round(report.seconds, 1),

@@ -30,7 +30,13 @@ from bench import shared_speech
 from tests import vocab
 from whisper_ft.audio import SAMPLE_RATE, load_audio
 from whisper_ft.dataset import load_dataset
-from whisper_ft.finetune import LoraSettings, TrainSettings, finetune, transcribe_examples
+from whisper_ft.finetune import (
+    LoraSettings,
+    TrainSettings,
+    finetune,
+    learn_vocabulary,
+    transcribe_examples,
+)
 from whisper_ft.vocabulary import as_hotwords
 from whisper_ft.weights import hf_model
 from whisper_ft.wer import word_error_rate
@@ -89,6 +95,9 @@ def score(model, processor, held, real, references, prompt=None) -> dict:
     audio = [load_audio(u.path) for u in held]
     texts = transcribe_examples(model, processor, audio, "en", "transcribe", prompt=prompt)
     result = {"recall": 100 * vocab.term_recall(texts, held)}
+    result["missed"] = [
+        t for t, u in zip(texts, held, strict=True) if not vocab.term_recall([t], [u])
+    ]
     if prompt:
         plain = transcribe_examples(model, processor, audio, "en", "transcribe")
         result["recall_no_prompt"] = 100 * vocab.term_recall(plain, held)
@@ -133,10 +142,19 @@ def main() -> None:
     )
 
     base = WhisperForConditionalGeneration.from_pretrained(base_dir, dtype=torch.float32)
-    before = score(base, WhisperProcessor.from_pretrained(base_dir), held, real, references)
+    processor = WhisperProcessor.from_pretrained(base_dir)
+    before = score(base, processor, held, real, references)
     print(
         f"base {args.model}: recall {before['recall']:.0f}%, real-speech WER "
         f"{before.get('real_wer', float('nan')):.2f}%"
+    )
+    # The vocabulary alone, without training: the base model reading the found words.
+    words = learn_vocabulary(base, processor, dataset.train, "en", TrainSettings())
+    prompted = score(base, processor, held, real, references, as_hotwords(words))
+    print(
+        f"base {args.model} + vocabulary as hotwords ({', '.join(words)}): recall "
+        f"{prompted['recall']:.0f}%, real-speech WER {prompted.get('real_wer', float('nan')):.2f}%",
+        flush=True,
     )
     del base
 
@@ -191,7 +209,9 @@ def main() -> None:
 
     RESULTS.mkdir(exist_ok=True)
     out = RESULTS / f"finetune-{args.model}.json"
-    out.write_text(json.dumps(rows, indent=2))
+    out.write_text(
+        json.dumps({"base": before, "base_with_vocabulary": prompted, "rows": rows}, indent=2)
+    )
     print("\n| recipe | recall before -> after | real-speech WER before -> after ", end="")
     print("| timestamps | training |")
     print("|---|---|---|---|---|")

@@ -8,9 +8,15 @@ progress with an ETA to Cog's logs, and run the same on CPU and GPU. That is fif
 PyTorch that read top to bottom; the Trainer would add checkpoint files and a second set of
 settings to keep in sync.
 
-Labels follow Whisper's own training format: `<|startoftranscript|><|lang|><|task|>`, then
-either `<|notimestamps|>` and the text, or the text of each cue between its start and end
-timestamp tokens, so the fine-tuned model still times segments for subtitles.
+Labels follow Whisper's own training format: `<|startofprev|>` and a prompt, then
+`<|startoftranscript|><|lang|><|task|>`, then either `<|notimestamps|>` and the text, or the
+text of each cue between its start and end timestamp tokens, so the fine-tuned model still
+times segments for subtitles. The prompt is the run's vocabulary (whisper_ft/vocabulary.py),
+the words the base model missed, which the tuned model is then served with as hotwords.
+
+The default recipe (chosen by bench/finetune.py, see BENCHMARKS.md): LoRA on the encoder and
+the decoder's cross-attention only, so the decoder's language model does not drift; speed
+perturbation; the vocabulary read in training as it is when served.
 """
 
 from __future__ import annotations
