@@ -83,12 +83,6 @@ def timestamps_sane(model_dir: Path, utterances) -> bool:
     return True
 
 
-def processor_of(base_dir: Path):
-    from transformers import WhisperProcessor
-
-    return WhisperProcessor.from_pretrained(base_dir)
-
-
 def score(model, processor, held, real, references, prompt=None) -> dict:
     """Held-out term recall and real-speech WER, reading `prompt` (the vocabulary served as
     hotwords) as the served model does; plus the recall of the weights alone."""
@@ -165,10 +159,12 @@ def main() -> None:
         trajectory = [{"epoch": 0, **before}]
         scoring = [0.0]  # seconds spent scoring epochs, left out of the training time
 
-        def score_epoch(model, entry, report, trajectory=trajectory, scoring=scoring):
+        def score_epoch(
+            model, entry, report, trajectory=trajectory, scoring=scoring, processor=processor
+        ):
             began = time.monotonic()
             prompt = as_hotwords(report.vocabulary)
-            found = score(model, processor_of(base_dir), held, real, references, prompt)
+            found = score(model, processor, held, real, references, prompt)
             scoring[0] += time.monotonic() - began
             trajectory.append({"epoch": entry["epoch"], "val_wer": entry.get("wer"), **found})
             print(f"  {json.dumps(trajectory[-1])}", flush=True)

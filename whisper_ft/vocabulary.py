@@ -49,7 +49,7 @@ def find_vocabulary(
             missed[key] += key not in heard
     found = [
         spelling[key]
-        for key, _ in sorted(missed.items(), key=lambda kv: (-kv[1], list(used).index(kv[0])))
+        for key in sorted(missed, key=lambda k: -missed[k])  # stable: ties keep text order
         if missed[key]
         and missed[key] >= MISSED_SHARE * used[key]
         and _rare(spelling[key], tokenizer)
