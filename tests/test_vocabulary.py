@@ -63,3 +63,15 @@ def test_the_prompt_stays_short_enough_for_whisper(tokenizer):
 def test_words_keep_inner_punctuation():
     assert words("GPT-4o, Klombrix's co.op report.") == ["GPT-4o", "Klombrix's", "co.op", "report"]
     assert as_hotwords([]) is None
+
+
+def test_common_words_the_multilingual_tokenizer_splits_are_left_out():
+    """base's tokenizer splits " today" into pieces but keeps " Today" whole: still common."""
+    from transformers import WhisperTokenizer
+
+    from whisper_ft.weights import hf_model
+
+    multilingual = WhisperTokenizer.from_pretrained(hf_model("base"))
+    references = ["The new version of Zentrafy is ready today."] * 2
+    heard = ["The new version of Sentrify is ready to day."] * 2
+    assert find_vocabulary(references, heard, multilingual) == ["Zentrafy"]

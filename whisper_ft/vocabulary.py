@@ -76,4 +76,13 @@ def _tokens(text: str, tokenizer) -> int:
 
 
 def _rare(word: str, tokenizer) -> bool:
-    return len(word) >= 3 and not word.isdigit() and _tokens(word, tokenizer) >= 2
+    """Not a common word: no casing of it, with or without a leading space, is a single token
+    of the tokenizer (a multilingual tokenizer splits " today" but keeps " Today" whole)."""
+    if len(word) < 3 or word.isdigit():
+        return False
+    casings = {word, word.lower(), word.capitalize()}
+    return all(
+        len(tokenizer.encode(space + w, add_special_tokens=False)) >= 2
+        for w in casings
+        for space in ("", " ")
+    )
