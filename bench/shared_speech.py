@@ -14,8 +14,13 @@ SPEECH = Path(__file__).resolve().parent.parent.parent / "shared" / "speech"
 
 def clips(language: str = "en") -> list[tuple[np.ndarray, str]]:
     """(16 kHz audio, reference text) of every clip in `language`; empty when absent."""
+    return [(load_audio(path), text) for path, text in files(language)]
+
+
+def files(language: str = "en") -> list[tuple[Path, str]]:
+    """(audio file, reference text) of every clip in `language`; empty when absent."""
     manifest = SPEECH / "manifest.jsonl"
     if not manifest.is_file():
         return []
     rows = [json.loads(line) for line in manifest.read_text().splitlines()]
-    return [(load_audio(SPEECH / r["file"]), r["text"]) for r in rows if r["language"] == language]
+    return [(SPEECH / r["file"], r["text"]) for r in rows if r["language"] == language]

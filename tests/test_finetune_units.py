@@ -279,3 +279,30 @@ def test_prompted_labels_read_the_prompt_and_learn_only_the_transcript(processor
     model = WhisperForConditionalGeneration.from_pretrained(hf_model("tiny.en"))
     with torch.no_grad():
         assert model(**batch).logits.shape[1] == len(prompted) - 1
+
+
+def test_training_prompts_include_negative_examples(processor):
+    """With absent_prompt_fraction, some windows read a prompt of only the words they do not
+    say, so the model learns that a prompt word is no proof it was spoken."""
+    import random
+
+    from whisper_ft.finetune import training_prompt
+
+    labeller = Labeller(processor.tokenizer, "en", "transcribe", multilingual=False)
+    vocabulary = ["Zentrafy", "Klombrix", "Mixtral"]
+    window = example("We moved the whole team to Zentrafy.")
+
+    def prompts(**settings):
+        rng = random.Random(0)
+        chosen = [
+            training_prompt(window, vocabulary, labeller, TrainSettings(**settings), rng)
+            for _ in range(200)
+        ]
+        return [processor.tokenizer.decode(p[1:]).strip() if p else "" for p in chosen]
+
+    assert set(prompts()) == {"Zentrafy, Klombrix, Mixtral"}  # the default: the served prompt
+    assert set(prompts(prompt_fraction=0.0)) == {""}
+    assert set(prompts(absent_prompt_fraction=1.0)) == {"Klombrix, Mixtral"}
+    mixed = prompts(prompt_fraction=0.5, absent_prompt_fraction=0.5)
+    assert set(mixed) == {"", "Klombrix, Mixtral", "Zentrafy, Klombrix, Mixtral"}
+    assert 70 < mixed.count("") < 130  # about half unprompted

@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from whisper_ft.vocabulary import MAX_PROMPT_TOKENS, as_hotwords, find_vocabulary, words
+from whisper_ft.vocabulary import (
+    MAX_PROMPT_TOKENS,
+    absent_from,
+    as_hotwords,
+    find_vocabulary,
+    words,
+)
 
 
 @pytest.fixture(scope="module")
@@ -75,3 +81,10 @@ def test_common_words_the_multilingual_tokenizer_splits_are_left_out():
     references = ["The new version of Zentrafy is ready today."] * 2
     heard = ["The new version of Sentrify is ready to day."] * 2
     assert find_vocabulary(references, heard, multilingual) == ["Zentrafy"]
+
+
+def test_absent_from_leaves_out_the_entries_a_text_says():
+    vocabulary = ["Zentrafy", "Klombrix", "GPT 4o", "Mixtral"]
+    text = "We moved the team to zentrafy, then to GPT 4o."
+    assert absent_from(vocabulary, text) == ["Klombrix", "Mixtral"]
+    assert absent_from(vocabulary, "Nothing new here.") == vocabulary

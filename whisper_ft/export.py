@@ -39,6 +39,19 @@ def merge(peft_model):
     return peft_model.merge_and_unload()
 
 
+def write_models(merged, processor, base_dir: Path, root: Path) -> Path:
+    """Save a merged model under `root` as hf/ (transformers) and ct2/ (what serves);
+    returns the ct2 folder."""
+    merged.to("cpu").save_pretrained(root / "hf", safe_serialization=True)
+    processor.save_pretrained(root / "hf")
+    for name in PROCESSOR_FILES:  # keep the base model's own files where it has them
+        if (base_dir / name).is_file():
+            shutil.copyfile(base_dir / name, root / "hf" / name)
+    (root / "ct2").mkdir()
+    hf_to_ct2(root / "hf", root / "ct2")
+    return root / "ct2"
+
+
 def export(
     peft_model,
     processor,
@@ -54,14 +67,7 @@ def export(
         root = Path(tmp)
         if save_adapter:
             peft_model.save_pretrained(root / "adapter")
-        merged = merge(peft_model).to("cpu")
-        merged.save_pretrained(root / "hf", safe_serialization=True)
-        processor.save_pretrained(root / "hf")
-        for name in PROCESSOR_FILES:  # keep the base model's own files where it has them
-            if (base_dir / name).is_file():
-                shutil.copyfile(base_dir / name, root / "hf" / name)
-        (root / "ct2").mkdir()
-        hf_to_ct2(root / "hf", root / "ct2")
+        write_models(merge(peft_model), processor, base_dir, root)
         full = {
             "format": archive.FORMAT,
             **manifest,

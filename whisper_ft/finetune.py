@@ -35,7 +35,7 @@ import numpy as np
 import torch
 
 from whisper_ft.dataset import Dataset, Example
-from whisper_ft.vocabulary import as_hotwords, find_vocabulary
+from whisper_ft.vocabulary import absent_from, as_hotwords, find_vocabulary
 from whisper_ft.wer import word_error_rate
 
 logger = logging.getLogger(__name__)
@@ -100,6 +100,9 @@ class TrainSettings:
     gradient_accumulation: int = 1  # forward passes per optimizer step
     timestamp_fraction: float = 0.5  # share of windows trained with timestamp tokens
     prompt_fraction: float = 1.0  # share of windows trained reading the vocabulary prompt
+    # Share of prompted windows whose prompt leaves out the words they contain: the model
+    # learns that a word in the prompt is not proof that it was said.
+    absent_prompt_fraction: float = 0.0
     speed_perturbation: float = 0.15  # play windows at 1 -/+ this speed, a third of the time each
     vocabulary: tuple[str, ...] = ()  # words to serve as hotwords, besides those found
     learn_vocabulary: bool = True  # find the words the base model missed in the transcripts
@@ -129,6 +132,10 @@ class TrainSettings:
             raise ValueError(f"speed_perturbation: {self.speed_perturbation} is outside 0..0.3")
         if not 0.0 <= self.prompt_fraction <= 1.0:
             raise ValueError(f"prompt_fraction: {self.prompt_fraction} is outside 0..1")
+        if not 0.0 <= self.absent_prompt_fraction <= 1.0:
+            raise ValueError(
+                f"absent_prompt_fraction: {self.absent_prompt_fraction} is outside 0..1"
+            )
         if not 0.0 <= self.timestamp_fraction <= 1.0:
             raise ValueError(f"timestamp_fraction: {self.timestamp_fraction} is outside 0..1")
         return self
@@ -246,6 +253,20 @@ class Collator:
 
 
 # ---------------------------------------------------------------- evaluation
+
+
+def training_prompt(
+    example: Example, vocabulary: Sequence[str], labeller: Labeller, settings, rng
+) -> list[int]:
+    """The prompt a training window reads: none (1 - prompt_fraction of the time), the
+    served vocabulary, or (absent_prompt_fraction of the prompted windows) the vocabulary
+    without the words this window says: a negative example, so that the model does not
+    write a prompt word it did not hear."""
+    if rng.random() >= settings.prompt_fraction:
+        return []
+    if settings.absent_prompt_fraction and rng.random() < settings.absent_prompt_fraction:
+        return labeller.prompt_ids(as_hotwords(absent_from(vocabulary, example.text)))
+    return labeller.prompt_ids(as_hotwords(vocabulary))
 
 
 def is_multilingual(model) -> bool:
@@ -464,7 +485,7 @@ def finetune(
     prompt = as_hotwords(report.vocabulary)  # what the tuned model reads when it serves
 
     labeller = Labeller(processor.tokenizer, language, settings.task, multilingual)
-    prompt_ids = labeller.prompt_ids(prompt)
+
     windows = list(dataset.train) + replay
     for e in windows:  # a transcript too long for the decoder fails here, before training
         labeller.labels(e, timestamps=True)
@@ -530,7 +551,7 @@ def finetune(
                 labeller.labels(
                     e,
                     bool(e.cues) and rng.random() < settings.timestamp_fraction,
-                    prompt_ids if rng.random() < settings.prompt_fraction else (),
+                    training_prompt(e, report.vocabulary, labeller, settings, rng),
                 )
                 for e in chosen
             ]

@@ -66,6 +66,12 @@ def find_vocabulary(
     return chosen
 
 
+def absent_from(vocabulary: Sequence[str], text: str) -> list[str]:
+    """The entries of `vocabulary` that `text` does not contain (all of an entry's words)."""
+    present = {_key(w) for w in words(text)}
+    return [entry for entry in vocabulary if not {_key(w) for w in words(entry)} <= present]
+
+
 def as_hotwords(vocabulary: Sequence[str]) -> str | None:
     """The prompt text for a vocabulary (None when it is empty)."""
     return ", ".join(vocabulary) or None
