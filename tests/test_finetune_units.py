@@ -300,7 +300,11 @@ def test_training_prompts_include_negative_examples(processor):
         ]
         return [processor.tokenizer.decode(p[1:]).strip() if p else "" for p in chosen]
 
-    assert set(prompts()) == {"Zentrafy, Klombrix, Mixtral"}  # the default: the served prompt
+    # The default: every window reads a prompt, about half of them the served one.
+    default = prompts()
+    assert set(default) == {"Zentrafy, Klombrix, Mixtral", "Klombrix, Mixtral"}
+    assert 70 < default.count("Klombrix, Mixtral") < 130
+    assert set(prompts(absent_prompt_fraction=0.0)) == {"Zentrafy, Klombrix, Mixtral"}
     assert set(prompts(prompt_fraction=0.0)) == {""}
     assert set(prompts(absent_prompt_fraction=1.0)) == {"Klombrix, Mixtral"}
     mixed = prompts(prompt_fraction=0.5, absent_prompt_fraction=0.5)

@@ -102,7 +102,7 @@ class TrainSettings:
     prompt_fraction: float = 1.0  # share of windows trained reading the vocabulary prompt
     # Share of prompted windows whose prompt leaves out the words they contain: the model
     # learns that a word in the prompt is not proof that it was said.
-    absent_prompt_fraction: float = 0.0
+    absent_prompt_fraction: float = 0.5
     speed_perturbation: float = 0.15  # play windows at 1 -/+ this speed, a third of the time each
     vocabulary: tuple[str, ...] = ()  # words to serve as hotwords, besides those found
     learn_vocabulary: bool = True  # find the words the base model missed in the transcripts
