@@ -6,9 +6,12 @@
     .venv/bin/python -m bench.finetune --every-epoch --no-default --sweep '{"lora_layers": "all"}'
 
 The new-vocabulary dataset is made here (tests/vocab.py): invented product names in varied
-sentences, three espeak-ng voices, recordings of several sentences with a VTT each, as a
-user uploads them. It reports, per recipe:
-  - term recall on held-out sentences (new contexts, an unseen voice), before and after;
+sentences, four espeak-ng voices, recordings of several sentences with a VTT each, as a
+user uploads them. Every model is scored as the Predictor serves it (merged, CTranslate2,
+beam 5, temperature fallback, the run's vocabulary as hotwords), as the mean of --seeds
+seeded loads, since the fallback samples. It reports, per recipe:
+  - term recall on held-out sentences (new contexts, unseen voices), before and after, and
+    of the weights alone (no hotwords);
   - WER on real English speech from ../shared/speech (forgetting), before and after;
   - timestamp sanity of the tuned model's segments on the held-out sentences;
   - training time, seconds per optimizer step and audio seconds trained per second;
