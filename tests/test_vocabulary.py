@@ -1,4 +1,4 @@
-"""The vocabulary a training run finds in the user's transcripts and serves as hotwords."""
+"""The vocabulary a training run finds in the user's transcripts, and how it is served."""
 
 from __future__ import annotations
 

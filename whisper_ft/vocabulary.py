@@ -1,11 +1,13 @@
-"""The words a user taught: found in their transcripts, carried with the weights, used as
-hotwords when the tuned model serves.
+"""The words a user taught: found in their transcripts, carried with the weights, read as
+a prompt when the tuned model serves.
 
 Fine-tuning changes how the model hears; spelling a new name the same way every time is
 what a prompt does best. Whisper reads a prompt (`<|startofprev|>` text) before each window
 and copies spellings from it; with the names the base model got wrong in the user's own
 transcripts as that prompt, the tuned model spells them in contexts and voices it never
-trained on, and general speech is transcribed as before (BENCHMARKS.md).
+trained on. The prompt also nudges everything around them, so the served transcript is the
+plain reading with only the prompted reading's taught words taken from it
+(`keep_taught_words`): general speech reads as the model reads it without a prompt.
 
     words = find_vocabulary(references, base_hypotheses, tokenizer)
 """
