@@ -13,6 +13,8 @@ vocabulary), as the mean of --seeds seeded loads, since the fallback samples.
 It reports, per recipe:
   - term recall on held-out sentences (new contexts, unseen voices), before and after, and
     of the plain reading alone (no vocabulary prompt);
+  - once, side by side, recall and real-speech WER with the vocabulary as hotwords on every
+    window (the single-pass way, which a request gets by passing `hotwords` itself);
   - WER on real English speech from ../shared/speech (forgetting), before and after;
   - timestamp sanity of the tuned model's segments on the held-out sentences;
   - training time, seconds per optimizer step and audio seconds trained per second;
@@ -29,7 +31,7 @@ import logging
 import shutil
 import tempfile
 import time
-from dataclasses import fields
+from dataclasses import fields, replace
 from pathlib import Path
 from statistics import mean
 
@@ -40,6 +42,7 @@ from whisper_ft.dataset import load_dataset
 from whisper_ft.export import merge, write_models
 from whisper_ft.finetune import LoraSettings, TrainSettings, finetune, learn_vocabulary
 from whisper_ft.transcribe import Transcriber, TranscribeSettings
+from whisper_ft.vocabulary import as_hotwords
 from whisper_ft.weights import ct2_model, hf_model
 from whisper_ft.wer import word_error_rate
 
@@ -111,6 +114,15 @@ def score(ct2_dir: Path, vocabulary, held, real, seeds: int) -> dict:
         if seed == 0 and vocabulary:
             alone = [transcriber.transcribe(u.path, plain).text for u in held]
             result["recall_no_prompt"] = 100 * vocab.term_recall(alone, held)
+            # The single-pass way, side by side: the vocabulary as hotwords on every window.
+            hot = replace(plain, hotwords=as_hotwords(vocabulary))
+            texts = [transcriber.transcribe(u.path, hot).text for u in held]
+            result["recall_hotwords"] = 100 * vocab.term_recall(texts, held)
+            if real:
+                hypotheses = [transcriber.transcribe(path, hot).text for path, _ in real]
+                result["real_wer_hotwords"] = word_error_rate(
+                    [text for _, text in real], hypotheses, "en"
+                )
             if real:
                 began = time.monotonic()
                 hypotheses = [transcriber.transcribe(path, plain).text for path, _ in real]
@@ -208,6 +220,8 @@ def main() -> None:
             "recall_after_range": after["recall_range"],
             "real_wer_after_range": after.get("real_wer_range"),
             "real_wer_after_no_prompt": after.get("real_wer_no_prompt"),
+            "recall_after_hotwords": after.get("recall_hotwords"),
+            "real_wer_after_hotwords": after.get("real_wer_hotwords"),
             "serve_time_ratio": after.get("real_s", 0) / after.get("real_s_no_prompt", 1),
             "timestamps_ok": after["timestamps_ok"],
             "missed": after["missed"],
