@@ -25,6 +25,7 @@ from whisper_ft import weights as model_weights
 from whisper_ft.archive import served_vocabulary
 from whisper_ft.inputs import check_inputs, inputs_declared
 from whisper_ft.transcribe import Transcriber, TranscribeSettings
+from whisper_ft.vocabulary import as_hotwords
 
 logger = logging.getLogger(__name__)
 
@@ -76,14 +77,12 @@ class Predictor(BaseRunner):
         spec = str(weights) if weights else os.environ.get("WHISPER_FT_MODEL") or None
         self.model_dir = model_weights.ct2_model(spec)
         self.transcriber = Transcriber(self.model_dir)
-        # A trained model spells the words it was taught from a prompt of them: each window
-        # is read plainly and prompted, the prompted reading kept where it writes one.
+        # A trained model spells the words it was taught from a prompt of them (hotwords).
         self.vocabulary = served_vocabulary(self.model_dir)
         if self.vocabulary:
             logger.info(
-                "vocabulary from training, spelled where a reading prompted with it "
-                "writes one of its words (unless a request gives hotwords or an "
-                "initial_prompt): %s",
+                "vocabulary from training, used as hotwords unless a request gives "
+                "hotwords or an initial_prompt: %s",
                 ", ".join(self.vocabulary),
             )
         self.out_dir: LocalPath | None = None
@@ -150,9 +149,8 @@ class Predictor(BaseRunner):
             word_timestamps=args["word_timestamps"],
             vad_filter=args["vad_filter"],
             initial_prompt=args["initial_prompt"],
-            hotwords=args["hotwords"],
-            # A request's own prompt replaces the vocabulary the model was trained with.
-            vocabulary=() if args["hotwords"] or args["initial_prompt"] else tuple(self.vocabulary),
+            hotwords=args["hotwords"]
+            or (None if args["initial_prompt"] else as_hotwords(self.vocabulary)),
             condition_on_previous_text=args["condition_on_previous_text"],
             batch_size=args["batch_size"],
             no_speech_threshold=args["no_speech_threshold"],

@@ -82,14 +82,13 @@ def train(
     ),
     vocabulary: str = Input(
         default="",
-        description="Comma-separated words or names to spell as written (read as a prompt "
-        "when served); "
+        description="Comma-separated words or names to spell as written (served as hotwords); "
         "words the base model missed in your transcripts are added automatically",
     ),
     learn_vocabulary: bool = Input(
         default=TRAIN.learn_vocabulary,
         description="Find the words the base model missed in your transcripts and serve them "
-        "as the vocabulary",
+        "as hotwords",
     ),
     validation_fraction: float = Input(default=0.1, ge=0.0, le=0.5),
     skip_bad_files: bool = Input(

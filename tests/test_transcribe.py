@@ -145,24 +145,6 @@ def test_long_form_default_path(tiny, story_wav):
         previous = segment.end
 
 
-def test_a_vocabulary_changes_only_its_own_words(tiny, tmp_path, story_wav):
-    """Served with a vocabulary, a window read with it as a prompt spells a taught name, and
-    speech without one reads exactly as it does plainly, on one window and on long audio."""
-    taught = ("Zentrafy", "Klombrix", "Mixtral", "Pixtral")
-    named = espeak("Yesterday my brother installed Mixtral at home.", tmp_path / "named.wav")
-    plain = tiny.transcribe(named, TranscribeSettings(language="en"))
-    served = tiny.transcribe(named, TranscribeSettings(language="en", vocabulary=taught))
-    assert "Mixtral" not in plain.text and "Mixtral" in served.text, (plain.text, served.text)
-    general = espeak("The weather was cold and windy all morning.", tmp_path / "general.wav")
-    for path in (general, story_wav):
-        plain = tiny.transcribe(path, TranscribeSettings(word_timestamps=True))
-        served = tiny.transcribe(path, TranscribeSettings(vocabulary=taught, word_timestamps=True))
-        assert [(s.text, s.start, s.end) for s in served.segments] == [
-            (s.text, s.start, s.end) for s in plain.segments
-        ]
-        assert served.segments and served.segments[0].words == plain.segments[0].words
-
-
 def test_silence_gives_no_text(tiny, tmp_path):
     from whisper_ft.audio import write_audio
 

@@ -12,7 +12,7 @@ Labels follow Whisper's own training format: `<|startofprev|>` and a prompt, the
 `<|startoftranscript|><|lang|><|task|>`, then either `<|notimestamps|>` and the text, or the
 text of each cue between its start and end timestamp tokens, so the fine-tuned model still
 times segments for subtitles. The prompt is the run's vocabulary (whisper_ft/vocabulary.py),
-the words the base model missed, which the tuned model reads again when it serves.
+the words the base model missed, which the tuned model is then served with as hotwords.
 
 The default recipe (chosen by bench/finetune.py, see BENCHMARKS.md): LoRA on the encoder and
 the decoder's cross-attention only, so the decoder's language model does not drift; speed
@@ -106,7 +106,7 @@ class TrainSettings:
     # learns that a word in the prompt is not proof that it was said.
     absent_prompt_fraction: float = 0.5
     speed_perturbation: float = 0.15  # play windows at 1 -/+ this speed, a third of the time each
-    vocabulary: tuple[str, ...] = ()  # words to serve as the vocabulary, besides those found
+    vocabulary: tuple[str, ...] = ()  # words to serve as hotwords, besides those found
     learn_vocabulary: bool = True  # find the words the base model missed in the transcripts
     distill_weight: float = 0.0  # weight of the pull toward the base model (self-distillation)
     known_labels: bool = True  # train on label tokens the base model already gets right too
@@ -156,7 +156,7 @@ class TrainReport:
     general_wer_after: float | None = None
     best_epoch: int | None = None
     history: list[dict] = field(default_factory=list)  # per epoch: loss, WER
-    vocabulary: list[str] = field(default_factory=list)  # served with the weights
+    vocabulary: list[str] = field(default_factory=list)  # served as hotwords
 
 
 # ---------------------------------------------------------------- labels and the collator
@@ -348,7 +348,7 @@ def learn_vocabulary(model, processor, windows, language, settings) -> list[str]
             model, processor, [e.audio for e in windows], language, settings.task
         )
     words = find_vocabulary(references, heard, processor.tokenizer, settings.vocabulary)
-    logger.info("vocabulary (served with the weights): %s", ", ".join(words) or "none")
+    logger.info("vocabulary (served as hotwords): %s", ", ".join(words) or "none")
     return words
 
 

@@ -18,7 +18,6 @@ from pathlib import Path
 import numpy as np
 
 from whisper_ft.audio import N_SAMPLES, SAMPLE_RATE, stream_audio
-from whisper_ft.vocabulary import as_hotwords, keep_taught_words
 
 logger = logging.getLogger(__name__)
 
@@ -62,9 +61,6 @@ class TranscribeSettings:
     vad_filter: bool = False  # cut long audio by Silero VAD instead of at quiet moments
     initial_prompt: str | None = None  # text that primes the first window (spellings, style)
     hotwords: str | None = None  # words to favour, given as a prompt to every window
-    # A trained model's taught words: each window is read plainly and with them as a prompt,
-    # and the prompted reading is kept only where it writes one (vocabulary.keep_taught_words).
-    vocabulary: tuple[str, ...] = ()
     condition_on_previous_text: bool = True  # prompt each window with the previous text
     batch_size: int = 8  # windows decoded together on long audio; 1 = sequential
     no_speech_threshold: float = (
@@ -206,7 +202,7 @@ class Transcriber:
         total, logged = _duration_hint(path), -100.0
         for offset, audio in pieces(path, max_duration=self.max_duration):
             piece = replace(settings, language=language)
-            found, info = self._transcribe_piece(audio, piece, first_id=len(segments))
+            found, info = self._transcribe_array(audio, piece, first_id=len(segments))
             if language is None and info is not None:  # detect once, on speech, then keep it
                 language, probability = info.language, float(info.language_probability)
             for segment in found:
@@ -225,19 +221,6 @@ class Transcriber:
                 on_piece(offset, audio, segments[len(segments) - len(found) :])
         text = " ".join(s.text for s in segments if s.text).strip()
         return Transcript(text, language or "en", probability, duration, segments)
-
-    def _transcribe_piece(self, audio: np.ndarray, s: TranscribeSettings, first_id: int):
-        """Segments of one piece and faster-whisper's info; with a vocabulary, the piece is
-        read twice (plainly, then prompted with the taught words) and the two merged, so the
-        prompt changes the taught words only: about twice the decoding time."""
-        found, info = self._transcribe_array(audio, s, first_id)
-        if not s.vocabulary or not found:
-            return found, info
-        language = s.language or info.language
-        prompt = replace(s, language=language, hotwords=as_hotwords(s.vocabulary))
-        prompted, _ = self._transcribe_array(audio, prompt, first_id)
-        merged = [x for x in keep_taught_words(found, prompted, s.vocabulary) if x.text]
-        return [replace(x, id=first_id + i) for i, x in enumerate(merged)], info
 
     def _transcribe_array(self, audio: np.ndarray, s: TranscribeSettings, first_id: int):
         """Segments of one piece, and faster-whisper's info (None when it is all silence:
