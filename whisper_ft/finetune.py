@@ -17,8 +17,8 @@ the words the base model missed, which the tuned model is then served with as ho
 The default recipe (chosen by bench/finetune.py, see BENCHMARKS.md): LoRA on the encoder and
 the decoder's cross-attention only, so the decoder's language model does not drift; speed
 perturbation; the vocabulary read in training as it is when served, and in half the windows
-without the words they say (negative prompts), so a word in the prompt is not
-taken as proof that it was spoken.
+without the words they say (negative prompts), so a word in the prompt is not taken as
+proof that it was spoken.
 """
 
 from __future__ import annotations
