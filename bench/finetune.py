@@ -92,6 +92,11 @@ def score(ct2_dir: Path, vocabulary, held, real, seeds: int) -> dict:
     import ctranslate2
 
     settings = TranscribeSettings(language="en", hotwords=as_hotwords(vocabulary))
+
+    def real_wer(transcriber, settings) -> float:
+        hypotheses = [transcriber.transcribe(path, settings).text for path, _ in real]
+        return word_error_rate([text for _, text in real], hypotheses, "en")
+
     recalls, wers, result = [], [], {"timestamps_ok": True}
     for seed in range(seeds):
         ctranslate2.set_random_seed(seed)  # seeds the sampling of the model loaded next
@@ -113,13 +118,9 @@ def score(ct2_dir: Path, vocabulary, held, real, seeds: int) -> dict:
                 alone = [transcriber.transcribe(u.path, plain).text for u in held]
                 result["recall_no_prompt"] = 100 * vocab.term_recall(alone, held)
                 if real:
-                    hypotheses = [transcriber.transcribe(path, plain).text for path, _ in real]
-                    result["real_wer_no_prompt"] = word_error_rate(
-                        [text for _, text in real], hypotheses, "en"
-                    )
+                    result["real_wer_no_prompt"] = real_wer(transcriber, plain)
         if real:
-            hypotheses = [transcriber.transcribe(path, settings).text for path, _ in real]
-            wers.append(word_error_rate([text for _, text in real], hypotheses, "en"))
+            wers.append(real_wer(transcriber, settings))
     result["recall"], result["recall_range"] = mean(recalls), [min(recalls), max(recalls)]
     if wers:
         result["real_wer"], result["real_wer_range"] = mean(wers), [min(wers), max(wers)]
