@@ -93,8 +93,8 @@ def score(ct2_dir: Path, vocabulary, held, real, seeds: int) -> dict:
 
     settings = TranscribeSettings(language="en", hotwords=as_hotwords(vocabulary))
 
-    def real_wer(transcriber, settings) -> float:
-        hypotheses = [transcriber.transcribe(path, settings).text for path, _ in real]
+    def real_wer(transcriber, reading: TranscribeSettings) -> float:
+        hypotheses = [transcriber.transcribe(path, reading).text for path, _ in real]
         return word_error_rate([text for _, text in real], hypotheses, "en")
 
     recalls, wers, result = [], [], {"timestamps_ok": True}
