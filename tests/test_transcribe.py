@@ -159,3 +159,17 @@ def test_segment_times_are_kept_inside_the_audio():
     clamped = _clamp(segment, 3.51)
     assert (clamped.start, clamped.end) == (0.0, 3.51)
     assert clamped.words[0].end == 3.51
+
+
+def test_natural_voice_is_heard_and_keeps_its_pace(tiny, tmp_path):
+    """The fine-tuning benchmark's natural voice (tests/speech.py): Whisper hears its words,
+    and a quicker pace gives shorter audio."""
+    from tests.speech import NATURAL_VOICE, speak
+    from whisper_ft.audio import load_audio
+
+    text = "The weather was cold and windy all morning."
+    slow = speak(text, tmp_path / "slow.wav", NATURAL_VOICE, speed=130)
+    quick = speak(text, tmp_path / "quick.wav", NATURAL_VOICE, speed=175)
+    heard = tiny.transcribe(slow, TranscribeSettings(language="en")).text
+    assert normalizer("en")(heard) == normalizer("en")(text), heard
+    assert load_audio(quick).size < 0.93 * load_audio(slow).size

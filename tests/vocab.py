@@ -5,7 +5,8 @@ them. Held-out sentences put the same names in new sentences, spoken by other vo
 test or benchmark measures whether the model learned the *names*, not the sentences.
 
 The tests use the four invented names with every sentence in every voice (small, quick to
-learn); the benchmark adds four recent model names and speaks each sentence once.
+learn); the benchmark adds four recent model names and speaks each sentence once, by
+espeak-ng's voices or (`--voices natural`) by a neural voice.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tests.speech import espeak, silence
+from tests.speech import NATURAL_VOICE, silence, speak
 from whisper_ft.audio import SAMPLE_RATE, load_audio, write_audio
 from whisper_ft.subtitles import Cue, write_vtt
 
@@ -60,6 +61,10 @@ HELD_OUT_VOICE = ("en-us+f2", 150)
 # The benchmark's speakers: men and women, American and British, slow and quick.
 BENCH_TRAIN_VOICES = (("en-us", 150), ("en-us+f3", 165), ("en-gb+m3", 140), ("en-gb+f5", 155))
 BENCH_HELD_OUT_VOICES = (HELD_OUT_VOICE, ("en-gb-x-rp+f4", 165))
+# The same sentences in a natural (neural) voice: one voice at several paces for training,
+# other paces for the held-out sentences (the package index offers no second natural voice).
+NATURAL_TRAIN_VOICES = tuple((NATURAL_VOICE, wpm) for wpm in (150, 165, 140, 155))
+NATURAL_HELD_OUT_VOICES = ((NATURAL_VOICE, 145), (NATURAL_VOICE, 160))
 PAUSE_SECONDS = 0.6
 
 
@@ -77,7 +82,7 @@ def speak_all(texts: list[str], folder: Path, voice: tuple[str, int]) -> list[Ut
     folder.mkdir(parents=True, exist_ok=True)
     name, speed = voice
     return [
-        Utterance(text, espeak(text, folder / f"{i:03d}.wav", voice=name, speed=speed))
+        Utterance(text, speak(text, folder / f"{i:03d}.wav", voice=name, speed=speed))
         for i, text in enumerate(texts)
     ]
 
