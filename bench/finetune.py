@@ -130,6 +130,32 @@ def score(ct2_dir: Path, vocabulary, held, real, seeds: int) -> dict:
     return result
 
 
+SPREAD = (
+    "recall_after",
+    "real_wer_after",
+    "recall_after_no_prompt",
+    "real_wer_after_no_prompt",
+    "held_wer_after",
+)
+
+
+def across_seeds(rows: list[dict]) -> list[dict]:
+    """Each recipe's trainings (one per seed) as mean, low, high of its figures: training
+    from another seed moves real-speech WER by more than most recipes differ."""
+    recipes: dict[str, list[dict]] = {}
+    for r in rows:
+        recipes.setdefault(json.dumps(r["recipe"]), []).append(r)
+    summary = []
+    for runs in recipes.values():
+        entry = {"recipe": runs[0]["recipe"], "train_seeds": [r["train_seed"] for r in runs]}
+        for key in SPREAD:
+            values = [r[key] for r in runs if r[key] is not None]
+            entry[key] = [mean(values), min(values), max(values)] if values else None
+        entry["timestamps_ok"] = all(r["timestamps_ok"] for r in runs)
+        summary.append(entry)
+    return summary
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--model", default="tiny.en")
@@ -137,6 +163,12 @@ def main() -> None:
     parser.add_argument("--no-default", action="store_true", help="run only the --sweep recipes")
     parser.add_argument("--every-epoch", action="store_true", help="score after every epoch")
     parser.add_argument("--seeds", type=int, default=3, help="scoring passes to average")
+    parser.add_argument(
+        "--train-seeds",
+        type=int,
+        default=1,
+        help="trainings per recipe, with seeds 0..N-1 (after the recipe's own seed)",
+    )
     parser.add_argument(
         "--voices",
         choices=("espeak", "natural"),
@@ -186,7 +218,12 @@ def main() -> None:
 
     rows = []
     recipes = ([] if args.no_default else [{}]) + [json.loads(s) for s in args.sweep]
-    for overrides in recipes:
+    trainings = [
+        (given, {**given, "seed": given.get("seed", 0) + k} if args.train_seeds > 1 else given)
+        for given in recipes
+        for k in range(args.train_seeds)
+    ]
+    for given, overrides in trainings:
         settings, lora = recipe(overrides)
         trajectory = [{"epoch": 0, **before}]
         scoring = [0.0]  # seconds spent scoring epochs, left out of the training time
@@ -215,7 +252,8 @@ def main() -> None:
             report.steps * settings.batch_size * settings.gradient_accumulation / len(dataset.train)
         )
         row = {
-            "recipe": overrides or "default",
+            "recipe": given or "default",
+            "train_seed": settings.seed,
             "recall_before": before["recall"],
             "recall_after": after["recall"],
             "recall_after_no_prompt": after.get("recall_no_prompt"),
@@ -239,11 +277,11 @@ def main() -> None:
         rows.append(row)
         print(json.dumps(row), flush=True)
 
+    summary = across_seeds(rows) if args.train_seeds > 1 else []
     RESULTS.mkdir(exist_ok=True)
     out = RESULTS / f"finetune-{args.model}{'-natural' if natural else ''}.json"
-    out.write_text(
-        json.dumps({"base": before, "base_with_vocabulary": prompted, "rows": rows}, indent=2)
-    )
+    results = {"base": before, "base_with_vocabulary": prompted, "rows": rows}
+    out.write_text(json.dumps({**results, "across_training_seeds": summary}, indent=2))
     print("\n| recipe | recall before -> after | real-speech WER before -> after ", end="")
     print("| weights alone: recall, real WER | held-out WER | timestamps | training |")
     print("|---|---|---|---|---|---|---|")
@@ -267,6 +305,19 @@ def main() -> None:
             f"{'ok' if r['timestamps_ok'] else 'BROKEN'} | {r['train_s']:.0f} s "
             f"({r['s_per_step']:.1f} s/step, {r['audio_s_per_s']:.1f} audio-s/s) |"
         )
+    if summary:
+        print(f"\nacross {args.train_seeds} training seeds, mean (range):")
+        print("| recipe | recall | real-speech WER | weights alone: recall, real WER ", end="")
+        print("| held-out WER | timestamps |\n|---|---|---|---|---|---|")
+        for r in summary:
+            cell = {
+                k: f"{r[k][0]:.2f} ({r[k][1]:.2f}-{r[k][2]:.2f})" if r[k] else "-" for k in SPREAD
+            }
+            print(
+                f"| {r['recipe']} | {cell['recall_after']} | {cell['real_wer_after']} | "
+                f"{cell['recall_after_no_prompt']}, {cell['real_wer_after_no_prompt']} | "
+                f"{cell['held_wer_after']} | {'ok' if r['timestamps_ok'] else 'BROKEN'} |"
+            )
     for r in rows:
         if r["every_epoch"]:
             print(f"\n{r['recipe']}: | epoch | validation WER | recall | real-speech WER |")
