@@ -285,6 +285,10 @@ def main() -> None:
     print("\n| recipe | recall before -> after | real-speech WER before -> after ", end="")
     print("| weights alone: recall, real WER | held-out WER | timestamps | training |")
     print("|---|---|---|---|---|---|---|")
+
+    def seeded(row: dict) -> str:
+        return f", seed {row['train_seed']}" if args.train_seeds > 1 else ""
+
     for r in rows:
         wer = (
             f"{r['real_wer_before']:.2f}% -> {r['real_wer_after']:.2f}% "
@@ -299,7 +303,8 @@ def main() -> None:
             else "-"
         )
         print(
-            f"| {r['recipe']} | {r['recall_before']:.0f}% -> {r['recall_after']:.1f}% "
+            f"| {r['recipe']}{seeded(r)} | "
+            f"{r['recall_before']:.0f}% -> {r['recall_after']:.1f}% "
             f"({low:.0f}-{high:.0f}) | {wer} | {alone} | "
             f"{r['held_wer_before']:.2f}% -> {r['held_wer_after']:.2f}% | "
             f"{'ok' if r['timestamps_ok'] else 'BROKEN'} | {r['train_s']:.0f} s "
@@ -311,7 +316,7 @@ def main() -> None:
         print("| held-out WER | timestamps |\n|---|---|---|---|---|---|")
         for r in summary:
             cell = {
-                k: f"{r[k][0]:.2f} ({r[k][1]:.2f}-{r[k][2]:.2f})" if r[k] else "-" for k in SPREAD
+                k: f"{r[k][0]:.2f}% ({r[k][1]:.2f}-{r[k][2]:.2f})" if r[k] else "-" for k in SPREAD
             }
             print(
                 f"| {r['recipe']} | {cell['recall_after']} | {cell['real_wer_after']} | "
