@@ -167,7 +167,7 @@ def main() -> None:
         "--train-seeds",
         type=int,
         default=1,
-        help="trainings per recipe, with seeds 0..N-1 (after the recipe's own seed)",
+        help="trainings per recipe, from seeds s..s+N-1 (s: the recipe's seed, 0 unless given)",
     )
     parser.add_argument(
         "--voices",

