@@ -176,6 +176,8 @@ def main() -> None:
         help="who speaks the dataset: espeak-ng's voices, or a natural (neural) voice",
     )
     args = parser.parse_args()
+    if args.seeds < 1 or args.train_seeds < 1:
+        parser.error("--seeds and --train-seeds must be at least 1")
     logging.basicConfig(level=logging.WARNING)
 
     import torch
