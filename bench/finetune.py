@@ -171,7 +171,7 @@ def main() -> None:
     )
     parser.add_argument(
         "--voices",
-        choices=("espeak", "natural"),
+        choices=sorted(vocab.BENCH_VOICES),
         default="espeak",
         help="who speaks the dataset: espeak-ng's voices, or a natural (neural) voice",
     )
@@ -183,21 +183,16 @@ def main() -> None:
     import torch
     from transformers import WhisperForConditionalGeneration, WhisperProcessor
 
-    natural = args.voices == "natural"
+    train_voices, held_out_voices = vocab.BENCH_VOICES[args.voices]
     folder = Path(tempfile.mkdtemp(prefix="bench-finetune-"))
     train_zip = vocab.training_zip(
         folder,
         per_recording=4,
         terms=vocab.BENCH_TERMS,
-        voices=vocab.NATURAL_TRAIN_VOICES if natural else vocab.BENCH_TRAIN_VOICES,
+        voices=train_voices,
         every_voice=False,
     )
-    held = vocab.held_out(
-        folder,
-        vocab.BENCH_TERMS,
-        vocab.HELD_OUT_TEMPLATES,
-        vocab.NATURAL_HELD_OUT_VOICES if natural else vocab.BENCH_HELD_OUT_VOICES,
-    )
+    held = vocab.held_out(folder, vocab.BENCH_TERMS, vocab.HELD_OUT_TEMPLATES, held_out_voices)
     real = shared_speech.files("en")
     base_dir = hf_model(args.model)
     dataset = load_dataset(train_zip, folder / "work", validation_fraction=0.1)
@@ -221,7 +216,7 @@ def main() -> None:
     rows = []
     recipes = ([] if args.no_default else [{}]) + [json.loads(s) for s in args.sweep]
     trainings = [
-        (given, {**given, "seed": given.get("seed", 0) + k} if args.train_seeds > 1 else given)
+        (given, {**given, "seed": given.get("seed", 0) + k})
         for given in recipes
         for k in range(args.train_seeds)
     ]
@@ -281,7 +276,8 @@ def main() -> None:
 
     summary = across_seeds(rows) if args.train_seeds > 1 else []
     RESULTS.mkdir(exist_ok=True)
-    out = RESULTS / f"finetune-{args.model}{'-natural' if natural else ''}.json"
+    voices = "" if args.voices == "espeak" else f"-{args.voices}"
+    out = RESULTS / f"finetune-{args.model}{voices}.json"
     results = {"base": before, "base_with_vocabulary": prompted, "rows": rows}
     out.write_text(json.dumps({**results, "across_training_seeds": summary}, indent=2))
     print("\n| recipe | recall before -> after | real-speech WER before -> after ", end="")

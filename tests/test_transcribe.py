@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 
 from tests.conftest import STORY
-from tests.speech import espeak, silence
-from whisper_ft.audio import SAMPLE_RATE
+from tests.speech import NATURAL_VOICE, espeak, silence, speak
+from whisper_ft.audio import SAMPLE_RATE, load_audio
 from whisper_ft.transcribe import (
     Transcriber,
     TranscribeSettings,
@@ -164,9 +164,6 @@ def test_segment_times_are_kept_inside_the_audio():
 def test_natural_voice_is_heard_and_keeps_its_pace(tiny, tmp_path):
     """The fine-tuning benchmark's natural voice (tests/speech.py): Whisper hears its words,
     and a quicker pace gives shorter audio."""
-    from tests.speech import NATURAL_VOICE, speak
-    from whisper_ft.audio import load_audio
-
     text = "The weather was cold and windy all morning."
     slow = speak(text, tmp_path / "slow.wav", NATURAL_VOICE, speed=130)
     quick = speak(text, tmp_path / "quick.wav", NATURAL_VOICE, speed=175)

