@@ -25,7 +25,6 @@ from whisper_ft import weights as model_weights
 from whisper_ft.archive import served_vocabulary
 from whisper_ft.inputs import check_inputs, inputs_declared
 from whisper_ft.transcribe import Transcriber, TranscribeSettings
-from whisper_ft.vocabulary import as_hotwords
 
 logger = logging.getLogger(__name__)
 
@@ -77,7 +76,8 @@ class Predictor(BaseRunner):
         spec = str(weights) if weights else os.environ.get("WHISPER_FT_MODEL") or None
         self.model_dir = model_weights.ct2_model(spec)
         self.transcriber = Transcriber(self.model_dir)
-        # A trained model spells the words it was taught from a prompt of them (hotwords).
+        # A trained model spells the words it was taught from a prompt of them (hotwords),
+        # kept in the windows where it writes one of them (whisper_ft/transcribe.py).
         self.vocabulary = served_vocabulary(self.model_dir)
         if self.vocabulary:
             logger.info(
@@ -149,8 +149,8 @@ class Predictor(BaseRunner):
             word_timestamps=args["word_timestamps"],
             vad_filter=args["vad_filter"],
             initial_prompt=args["initial_prompt"],
-            hotwords=args["hotwords"]
-            or (None if args["initial_prompt"] else as_hotwords(self.vocabulary)),
+            hotwords=args["hotwords"],
+            vocabulary=tuple(self.vocabulary),  # served unless hotwords or a prompt are given
             condition_on_previous_text=args["condition_on_previous_text"],
             batch_size=args["batch_size"],
             no_speech_threshold=args["no_speech_threshold"],

@@ -11,13 +11,15 @@ sentences, four espeak-ng voices, recordings of several sentences with a VTT eac
 user uploads them; or (--voices natural) the same sentences in a neural voice (Piper's
 en_US joe), one voice at several paces, which stock Whisper hears far better than espeak-ng.
 Every model is scored as the Predictor serves it (merged, CTranslate2, beam 5, temperature
-fallback, the run's vocabulary as hotwords), as the mean of --seeds seeded loads, since the
-fallback samples. It reports, per recipe:
+fallback, the run's vocabulary read as a prompt, each window read again without it unless it
+writes a taught word), as the mean of --seeds seeded loads, since the fallback samples. It
+reports, per recipe:
   - term recall on held-out sentences (new contexts, unseen voices), before and after, and
     of the weights alone (no hotwords); and the held-out sentences' WER, since recall also
     credits a reading that merely lists the names;
-  - WER on real English speech from ../shared/speech (forgetting), before and after, and
-    of the weights alone (the tuned model read without the vocabulary);
+  - WER on real English speech from ../shared/speech (forgetting), before and after, of
+    the weights alone (the tuned model read without the vocabulary), and with the vocabulary
+    as a prompt to every window (hotwords, no second reading);
   - timestamp sanity of the tuned model's segments on the held-out sentences;
   - training time, seconds per optimizer step and audio seconds trained per second;
   - with --every-epoch, recall and real-speech WER after every epoch as well (the trade-off
@@ -85,19 +87,27 @@ def sane(transcript) -> bool:
 
 def score(ct2_dir: Path, vocabulary, held, real, seeds: int) -> dict:
     """What a user of the served model gets (CTranslate2, the Predictor's default decoding:
-    beam 5, temperature fallback, `vocabulary` as hotwords): held-out term recall, timestamp
-    sanity, real-speech WER, held-out sentence WER; and recall and real-speech WER of the
-    weights alone (no hotwords, first seed only).
+    beam 5, temperature fallback, `vocabulary` served as the Predictor serves it): held-out
+    term recall, timestamp sanity, real-speech WER, held-out sentence WER; and, first seed
+    only, the same of the weights alone (no vocabulary) and of the vocabulary as a prompt
+    to every window (hotwords, as served before windows were read again without it).
 
     A window whose decoding fails falls back to sampling, so a second process can read the
     same audio differently (real-speech WER moved by up to 0.9 points between processes):
     recall and WER are means over `seeds` seeded loads of the model, with their range."""
     import ctranslate2
 
-    settings = TranscribeSettings(language="en", hotwords=as_hotwords(vocabulary))
+    settings = TranscribeSettings(language="en", vocabulary=tuple(vocabulary))
+    readings = {  # the other readings, scored on the first seed
+        "no_prompt": TranscribeSettings(language="en"),
+        "every_window": TranscribeSettings(language="en", hotwords=as_hotwords(vocabulary)),
+    }
 
-    def real_wer(transcriber, reading: TranscribeSettings) -> float:
+    def real_wer(transcriber, reading: TranscribeSettings, timed: str | None = None) -> float:
+        began = time.monotonic()
         hypotheses = [transcriber.transcribe(path, reading).text for path, _ in real]
+        if timed:  # decoding time of the real-speech clips, to compare the readings' cost
+            result[timed] = time.monotonic() - began
         return word_error_rate([text for _, text in real], hypotheses, "en")
 
     recalls, wers, result = [], [], {"timestamps_ok": True}
@@ -115,15 +125,15 @@ def score(ct2_dir: Path, vocabulary, held, real, seeds: int) -> dict:
             # Recall credits a transcript that spells the name anywhere, even a looping list
             # of names; the held-out sentences' WER shows such readings.
             result["held_wer"] = word_error_rate([u.text for u in held], texts, "en")
-            if vocabulary:
-                # The weights alone: what training changed, without the prompt's own effect.
-                plain = TranscribeSettings(language="en")
-                alone = [transcriber.transcribe(u.path, plain).text for u in held]
-                result["recall_no_prompt"] = 100 * vocab.term_recall(alone, held)
+            for name, reading in readings.items() if vocabulary else ():
+                # no_prompt: the weights alone, what training changed without the prompt.
+                other = [transcriber.transcribe(u.path, reading).text for u in held]
+                result[f"recall_{name}"] = 100 * vocab.term_recall(other, held)
+                result[f"held_wer_{name}"] = word_error_rate([u.text for u in held], other, "en")
                 if real:
-                    result["real_wer_no_prompt"] = real_wer(transcriber, plain)
+                    result[f"real_wer_{name}"] = real_wer(transcriber, reading, f"real_s_{name}")
         if real:
-            wers.append(real_wer(transcriber, settings))
+            wers.append(real_wer(transcriber, settings, "real_s" if seed == 0 else None))
     result["recall"], result["recall_range"] = mean(recalls), [min(recalls), max(recalls)]
     if wers:
         result["real_wer"], result["real_wer_range"] = mean(wers), [min(wers), max(wers)]
@@ -136,6 +146,8 @@ SPREAD = (
     "recall_after_no_prompt",
     "real_wer_after_no_prompt",
     "held_wer_after",
+    "recall_after_every_window",
+    "real_wer_after_every_window",
 )
 
 
@@ -210,7 +222,7 @@ def main() -> None:
     # The vocabulary alone, without training: the base model reading the found words.
     words = learn_vocabulary(base, processor, dataset.train, "en", TrainSettings())
     prompted = score(ct2_model(args.model), words, held, real, args.seeds)
-    print(f"base {args.model} + vocabulary as hotwords: {json.dumps(prompted)}", flush=True)
+    print(f"base {args.model} + vocabulary: {json.dumps(prompted)}", flush=True)
     del base
 
     rows = []
@@ -260,6 +272,17 @@ def main() -> None:
             "recall_after_range": after["recall_range"],
             "real_wer_after_range": after.get("real_wer_range"),
             "real_wer_after_no_prompt": after.get("real_wer_no_prompt"),
+            "recall_after_every_window": after.get("recall_every_window"),
+            "real_wer_after_every_window": after.get("real_wer_every_window"),
+            "held_wer_after_every_window": after.get("held_wer_every_window"),
+            "real_decoding_s": {  # the real-speech clips read as served, and the other ways
+                name: after.get(key)
+                for name, key in (
+                    ("served", "real_s"),
+                    ("no_prompt", "real_s_no_prompt"),
+                    ("every_window", "real_s_every_window"),
+                )
+            },
             "held_wer_before": before["held_wer"],
             "held_wer_after": after["held_wer"],
             "timestamps_ok": after["timestamps_ok"],
@@ -281,8 +304,9 @@ def main() -> None:
     results = {"base": before, "base_with_vocabulary": prompted, "rows": rows}
     out.write_text(json.dumps({**results, "across_training_seeds": summary}, indent=2))
     print("\n| recipe | recall before -> after | real-speech WER before -> after ", end="")
-    print("| weights alone: recall, real WER | held-out WER | timestamps | training |")
-    print("|---|---|---|---|---|---|---|")
+    print("| weights alone: recall, real WER | prompt in every window: recall, real WER ", end="")
+    print("| held-out WER | timestamps | training |")
+    print("|---|---|---|---|---|---|---|---|")
 
     def seeded(row: dict) -> str:
         return f", seed {row['train_seed']}" if args.train_seeds > 1 else ""
@@ -295,15 +319,16 @@ def main() -> None:
             else "n/a"
         )
         low, high = r["recall_after_range"]
-        alone = (
-            f"{r['recall_after_no_prompt']:.1f}%, {r['real_wer_after_no_prompt']:.2f}%"
-            if r["real_wer_after_no_prompt"] is not None
+        alone, every = (
+            f"{r[f'recall_after_{name}']:.1f}%, {r[f'real_wer_after_{name}']:.2f}%"
+            if r[f"real_wer_after_{name}"] is not None
             else "-"
+            for name in ("no_prompt", "every_window")
         )
         print(
             f"| {r['recipe']}{seeded(r)} | "
             f"{r['recall_before']:.0f}% -> {r['recall_after']:.1f}% "
-            f"({low:.0f}-{high:.0f}) | {wer} | {alone} | "
+            f"({low:.0f}-{high:.0f}) | {wer} | {alone} | {every} | "
             f"{r['held_wer_before']:.2f}% -> {r['held_wer_after']:.2f}% | "
             f"{'ok' if r['timestamps_ok'] else 'BROKEN'} | {r['train_s']:.0f} s "
             f"({r['s_per_step']:.1f} s/step, {r['audio_s_per_s']:.1f} audio-s/s) |"
@@ -311,7 +336,8 @@ def main() -> None:
     if summary:
         print(f"\nacross {args.train_seeds} training seeds, mean (range):")
         print("| recipe | recall | real-speech WER | weights alone: recall, real WER ", end="")
-        print("| held-out WER | timestamps |\n|---|---|---|---|---|---|")
+        print("| prompt in every window: recall, real WER | held-out WER | timestamps |")
+        print("|---|---|---|---|---|---|---|")
         for r in summary:
             cell = {
                 k: f"{r[k][0]:.2f}% ({r[k][1]:.2f}-{r[k][2]:.2f})" if r[k] else "-" for k in SPREAD
@@ -319,7 +345,16 @@ def main() -> None:
             print(
                 f"| {r['recipe']} | {cell['recall_after']} | {cell['real_wer_after']} | "
                 f"{cell['recall_after_no_prompt']}, {cell['real_wer_after_no_prompt']} | "
+                f"{cell['recall_after_every_window']}, {cell['real_wer_after_every_window']} | "
                 f"{cell['held_wer_after']} | {'ok' if r['timestamps_ok'] else 'BROKEN'} |"
+            )
+    for r in rows:
+        if r["real_decoding_s"]["served"] and r["real_decoding_s"]["no_prompt"]:
+            t = r["real_decoding_s"]
+            print(
+                f"{r['recipe']}{seeded(r)}: real-speech clips decoded in {t['served']:.0f} s "
+                f"as served, {t['no_prompt']:.0f} s without the vocabulary, "
+                f"{t['every_window']:.0f} s with it in every window"
             )
     for r in rows:
         if r["every_epoch"]:

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from whisper_ft.audio import N_SAMPLES, SAMPLE_RATE, stream_audio
+from whisper_ft.vocabulary import as_hotwords, speaks
 
 logger = logging.getLogger(__name__)
 
@@ -61,6 +62,9 @@ class TranscribeSettings:
     vad_filter: bool = False  # cut long audio by Silero VAD instead of at quiet moments
     initial_prompt: str | None = None  # text that primes the first window (spellings, style)
     hotwords: str | None = None  # words to favour, given as a prompt to every window
+    # A trained model's taught words (without hotwords or an initial prompt): every window is
+    # read with them as the prompt, and read again without it unless it wrote one of them.
+    vocabulary: tuple[str, ...] = ()
     condition_on_previous_text: bool = True  # prompt each window with the previous text
     batch_size: int = 8  # windows decoded together on long audio; 1 = sequential
     no_speech_threshold: float = (
@@ -228,28 +232,13 @@ class Transcriber:
         seconds = audio.size / SAMPLE_RATE
         if not _audible(audio):
             return [], None
-        common = dict(
-            language=s.language,
-            task=s.task,
-            beam_size=s.beam_size,
-            temperature=list(s.temperatures),
-            initial_prompt=s.initial_prompt or None,
-            hotwords=s.hotwords or None,
-            no_speech_threshold=s.no_speech_threshold,
-            compression_ratio_threshold=s.compression_ratio_threshold,
-            log_prob_threshold=s.log_prob_threshold,
-        )
         if s.batch_size == 1 or seconds <= SHORT_AUDIO_SECONDS:
             # One window, or sequential decoding asked for: Whisper's own long-form loop,
             # with timestamp tokens, conditioning on previous text and temperature fallback.
-            raw, info = self.model.transcribe(
-                audio,
-                vad_filter=bool(s.vad_filter),
-                word_timestamps=s.word_timestamps,
-                condition_on_previous_text=s.condition_on_previous_text,
-                **common,
-            )
-            found = [_segment(first_id + i, seg) for i, seg in enumerate(raw) if seg.text.strip()]
+            found, info = self._sequential(audio, _reading(s))
+            if _read_again(s, [segment.text for segment in found]):  # the whole piece
+                found, _ = self._sequential(audio, _plain(s, info))
+            found = [replace(segment, id=first_id + i) for i, segment in enumerate(found)]
             # A timestamp token may point past the end of the audio: keep times inside it.
             return [_clamp(segment, seconds) for segment in found], info
         # Long audio: windows of <=30 s cut at quiet moments (or by VAD when asked) decoded in
@@ -260,15 +249,17 @@ class Transcriber:
         windows = None
         if not s.vad_filter:
             windows = [w for w in quiet_windows(audio) if _audible(audio, w)]
-        raw, info = self.batched.transcribe(
-            audio,
-            batch_size=s.batch_size,
-            vad_filter=bool(s.vad_filter),
-            clip_timestamps=windows,
-            without_timestamps=True,
-            word_timestamps=True,
-            **common,
-        )
+        raw, info = self._batched(audio, _reading(s), windows)
+        again = [i for i, window in enumerate(raw) if _read_again(s, [window.text])]
+        if again:
+            plain = _plain(s, info)
+            if windows is None:  # VAD's windows join stretches of speech: read them all again
+                plain_raw, _ = self._batched(audio, plain, None)
+                replacements = [plain_raw[i] for i in again]
+            else:
+                replacements, _ = self._batched(audio, plain, [windows[i] for i in again])
+            for i, window in zip(again, replacements, strict=True):
+                raw[i] = window
         found: list[Segment] = []
         for window in raw:
             silent = window.no_speech_prob > s.no_speech_threshold
@@ -287,6 +278,66 @@ class Transcriber:
                     )
                 )
         return found, info
+
+    def _sequential(self, audio: np.ndarray, s: TranscribeSettings):
+        raw, info = self.model.transcribe(
+            audio,
+            vad_filter=bool(s.vad_filter),
+            word_timestamps=s.word_timestamps,
+            condition_on_previous_text=s.condition_on_previous_text,
+            **_decoding(s),
+        )
+        return [_segment(i, seg) for i, seg in enumerate(raw) if seg.text.strip()], info
+
+    def _batched(self, audio: np.ndarray, s: TranscribeSettings, windows: list[dict] | None):
+        """One faster-whisper segment per window (`windows`, or VAD's when None), in order."""
+        raw, info = self.batched.transcribe(
+            audio,
+            batch_size=s.batch_size,
+            vad_filter=bool(s.vad_filter),
+            clip_timestamps=windows,
+            without_timestamps=True,
+            word_timestamps=True,
+            **_decoding(s),
+        )
+        return list(raw), info
+
+
+def _decoding(s: TranscribeSettings) -> dict:
+    """faster-whisper's decoding options for `s` (both of its pipelines take them)."""
+    return dict(
+        language=s.language,
+        task=s.task,
+        beam_size=s.beam_size,
+        temperature=list(s.temperatures),
+        initial_prompt=s.initial_prompt or None,
+        hotwords=s.hotwords or None,
+        no_speech_threshold=s.no_speech_threshold,
+        compression_ratio_threshold=s.compression_ratio_threshold,
+        log_prob_threshold=s.log_prob_threshold,
+    )
+
+
+def _reading(s: TranscribeSettings) -> TranscribeSettings:
+    """The first reading: with the taught vocabulary as the prompt, where it is served."""
+    if _serves_vocabulary(s):
+        return replace(s, hotwords=as_hotwords(s.vocabulary))
+    return s
+
+
+def _plain(s: TranscribeSettings, info) -> TranscribeSettings:
+    """The second reading, without the prompt, in the language the first one found."""
+    return replace(s, language=s.language or (info.language if info else None))
+
+
+def _serves_vocabulary(s: TranscribeSettings) -> bool:
+    return bool(s.vocabulary) and not s.hotwords and not s.initial_prompt
+
+
+def _read_again(s: TranscribeSettings, texts: list[str]) -> bool:
+    """A window read with the vocabulary is read again without it unless it wrote one of its
+    words: the prompt then changed nothing the user taught, only how general speech reads."""
+    return _serves_vocabulary(s) and not any(speaks(text, s.vocabulary) for text in texts)
 
 
 SENTENCE_ENDS = (".", "?", "!", "。", "？", "！")

@@ -67,9 +67,16 @@ def find_vocabulary(
 
 
 def absent_from(vocabulary: Sequence[str], text: str) -> list[str]:
-    """The entries of `vocabulary` that `text` does not contain (all of an entry's words)."""
+    """The entries of `vocabulary` that `text` does not contain (all of an entry's words;
+    a possessive counts: "Klombrix's" says Klombrix)."""
     present = {_key(w) for w in words(text)}
+    present |= {key[:-2] for key in present if key.endswith("'s")}
     return [entry for entry in vocabulary if not {_key(w) for w in words(entry)} <= present]
+
+
+def speaks(text: str, vocabulary: Sequence[str]) -> bool:
+    """Whether `text` contains any entry of `vocabulary`."""
+    return len(absent_from(vocabulary, text)) < len(vocabulary)
 
 
 def as_hotwords(vocabulary: Sequence[str]) -> str | None:
