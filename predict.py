@@ -76,13 +76,13 @@ class Predictor(BaseRunner):
         spec = str(weights) if weights else os.environ.get("WHISPER_FT_MODEL") or None
         self.model_dir = model_weights.ct2_model(spec)
         self.transcriber = Transcriber(self.model_dir)
-        # A trained model spells the words it was taught from a prompt of them (hotwords),
-        # kept in the windows where it writes one of them (whisper_ft/transcribe.py).
+        # A trained model spells the words it was taught from a prompt of them, kept in the
+        # windows where it writes one of them (whisper_ft/transcribe.py).
         self.vocabulary = served_vocabulary(self.model_dir)
         if self.vocabulary:
             logger.info(
-                "vocabulary from training, used as hotwords unless a request gives "
-                "hotwords or an initial_prompt: %s",
+                "vocabulary from training, read as a prompt (a window that writes none of it "
+                "is read again without) unless a request gives hotwords or an initial_prompt: %s",
                 ", ".join(self.vocabulary),
             )
         self.out_dir: LocalPath | None = None

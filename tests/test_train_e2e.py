@@ -106,8 +106,8 @@ def test_tuned_model_spells_the_new_names_on_held_out_sentences(served, data):
     assert tuned >= 0.75, [o["text"] for o in served["tuned"]["held_out"]]
 
 
-def test_tuned_model_serves_its_vocabulary_as_hotwords(served):
-    assert "vocabulary from training, used as hotwords" in served["tuned"]["log"]
+def test_tuned_model_serves_its_vocabulary(served):
+    assert "vocabulary from training, read as a prompt" in served["tuned"]["log"]
     assert "Zentrafy" in served["tuned"]["log"]
     assert "vocabulary from training" not in served["base"]["log"]
 

@@ -63,7 +63,8 @@ class TranscribeSettings:
     initial_prompt: str | None = None  # text that primes the first window (spellings, style)
     hotwords: str | None = None  # words to favour, given as a prompt to every window
     # A trained model's taught words (without hotwords or an initial prompt): every window is
-    # read with them as the prompt, and read again without it unless it wrote one of them.
+    # read with them as the prompt, and read again without it unless it wrote one of them
+    # (with batch_size=1, Whisper's sequential loop, each piece of up to 10 min as a whole).
     vocabulary: tuple[str, ...] = ()
     condition_on_previous_text: bool = True  # prompt each window with the previous text
     batch_size: int = 8  # windows decoded together on long audio; 1 = sequential

@@ -1,11 +1,13 @@
-"""The words a user taught: found in their transcripts, carried with the weights, used as
-hotwords when the tuned model serves.
+"""The words a user taught: found in their transcripts, carried with the weights, read as a
+prompt when the tuned model serves.
 
 Fine-tuning changes how the model hears; spelling a new name the same way every time is
 what a prompt does best. Whisper reads a prompt (`<|startofprev|>` text) before each window
 and copies spellings from it; with the names the base model got wrong in the user's own
 transcripts as that prompt, the tuned model spells them in contexts and voices it never
-trained on, and general speech is transcribed as before (BENCHMARKS.md).
+trained on. A prompt of names also nudges the words around them, so a window whose
+prompted reading writes none of them (`speaks`) is served as read without it
+(whisper_ft/transcribe.py, BENCHMARKS.md).
 
     words = find_vocabulary(references, base_hypotheses, tokenizer)
 """
