@@ -81,8 +81,8 @@ class Predictor(BaseRunner):
         self.vocabulary = served_vocabulary(self.model_dir)
         if self.vocabulary:
             logger.info(
-                "vocabulary from training, read as a prompt (a window that writes none of it "
-                "is read again without) unless a request gives hotwords or an initial_prompt: %s",
+                "vocabulary from training, read as a prompt (windows that write none of it are "
+                "read again without it) unless a request gives hotwords or an initial_prompt: %s",
                 ", ".join(self.vocabulary),
             )
         self.out_dir: LocalPath | None = None
