@@ -210,20 +210,3 @@ def test_vocabulary_is_chosen_window_by_window_on_long_audio(tiny, tmp_path):
     assert "Zentrafy" in tiny.transcribe(path, served).text
     assert "Zentrafy" not in tiny.transcribe(path, plain).text
     assert first_window(served) == first_window(plain)
-
-
-def test_a_window_read_again_reuses_its_encoding():
-    from whisper_ft.transcribe import _reusing_last
-
-    calls = []
-
-    def encode(features):
-        calls.append(features.copy())
-        return features.sum()
-
-    reusing = _reusing_last(encode)
-    window, other = np.ones((80, 3000), np.float32), np.zeros((80, 3000), np.float32)
-    assert reusing(window) == reusing(window.copy()) == 240000.0
-    assert len(calls) == 1  # the same features again: encoded once
-    assert reusing(other) == 0.0 and reusing(window) == 240000.0
-    assert len(calls) == 3  # only the last encoding is kept

@@ -9,7 +9,6 @@ in memory at once), progress in the logs, and typed results.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 from collections.abc import Callable, Iterator
@@ -171,8 +170,6 @@ class Transcriber:
         self.model = WhisperModel(
             str(model_dir), device=device, compute_type=compute_type, cpu_threads=threads
         )
-        # A window read again without the vocabulary is the same audio: reuse its encoding.
-        self.model.encode = _reusing_last(self.model.encode)
         self.batched = BatchedInferencePipeline(self.model)
         self.device = device
         self.compute_type = compute_type
@@ -305,22 +302,6 @@ class Transcriber:
             **_decoding(s),
         )
         return list(raw), info
-
-
-def _reusing_last(encode: Callable):
-    """`encode(features)` that returns the last result again for the same features: a
-    window read again without the vocabulary then costs only its decoding (the encoder takes
-    about half of a tiny.en reading on CPU)."""
-    last: dict[bytes, object] = {}
-
-    def reusing(features: np.ndarray):
-        key = hashlib.blake2b(np.ascontiguousarray(features).tobytes(), digest_size=16).digest()
-        if key not in last:
-            last.clear()
-            last[key] = encode(features)
-        return last[key]
-
-    return reusing
 
 
 def _decoding(s: TranscribeSettings) -> dict:
