@@ -86,6 +86,11 @@ def sane(transcript) -> bool:
     return True
 
 
+# The tuned model read besides as served: without the vocabulary (the weights alone), and
+# with it as a prompt to every window (hotwords).
+OTHER_READINGS = ("no_prompt", "every_window")
+
+
 def score(ct2_dir: Path, vocabulary, held, real, seeds: int) -> dict:
     """What a user of the served model gets (CTranslate2, the Predictor's default decoding:
     beam 5, temperature fallback, `vocabulary` served as the Predictor serves it): held-out
@@ -99,7 +104,7 @@ def score(ct2_dir: Path, vocabulary, held, real, seeds: int) -> dict:
     import ctranslate2
 
     settings = TranscribeSettings(language="en", vocabulary=tuple(vocabulary))
-    readings = {  # the other readings, scored on the first seed
+    readings = {  # OTHER_READINGS, scored on the first seed
         "no_prompt": TranscribeSettings(language="en"),
         "every_window": TranscribeSettings(language="en", hotwords=as_hotwords(vocabulary)),
     }
@@ -134,7 +139,7 @@ def score(ct2_dir: Path, vocabulary, held, real, seeds: int) -> dict:
                 if real:
                     result[f"real_wer_{name}"] = real_wer(transcriber, reading, f"real_s_{name}")
         if real:
-            wers.append(real_wer(transcriber, settings, "real_s" if seed == 0 else None))
+            wers.append(real_wer(transcriber, settings, "real_s_served" if seed == 0 else None))
     result["recall"], result["recall_range"] = mean(recalls), [min(recalls), max(recalls)]
     if wers:
         result["real_wer"], result["real_wer_range"] = mean(wers), [min(wers), max(wers)]
@@ -279,12 +284,7 @@ def main() -> None:
             "real_wer_after_every_window": after.get("real_wer_every_window"),
             "held_wer_after_every_window": after.get("held_wer_every_window"),
             "real_decoding_s": {  # the real-speech clips read as served, and the other ways
-                name: after.get(key)
-                for name, key in (
-                    ("served", "real_s"),
-                    ("no_prompt", "real_s_no_prompt"),
-                    ("every_window", "real_s_every_window"),
-                )
+                name: after.get(f"real_s_{name}") for name in ("served", *OTHER_READINGS)
             },
             "held_wer_before": before["held_wer"],
             "held_wer_after": after["held_wer"],
@@ -326,7 +326,7 @@ def main() -> None:
             f"{r[f'recall_after_{name}']:.1f}%, {r[f'real_wer_after_{name}']:.2f}%"
             if r[f"real_wer_after_{name}"] is not None
             else "-"
-            for name in ("no_prompt", "every_window")
+            for name in OTHER_READINGS
         )
         print(
             f"| {r['recipe']}{seeded(r)} | "

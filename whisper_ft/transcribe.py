@@ -237,7 +237,7 @@ class Transcriber:
             # One window, or sequential decoding asked for: Whisper's own long-form loop,
             # with timestamp tokens, conditioning on previous text and temperature fallback.
             found, info = self._sequential(audio, _reading(s))
-            if _read_again(s, [segment.text for segment in found]):  # the whole piece
+            if _read_again(s, " ".join(segment.text for segment in found)):  # the whole piece
                 found, _ = self._sequential(audio, _plain(s, info))
             found = [replace(segment, id=first_id + i) for i, segment in enumerate(found)]
             # A timestamp token may point past the end of the audio: keep times inside it.
@@ -251,7 +251,7 @@ class Transcriber:
         if not s.vad_filter:
             windows = [w for w in quiet_windows(audio) if _audible(audio, w)]
         raw, info = self._batched(audio, _reading(s), windows)
-        again = [i for i, window in enumerate(raw) if _read_again(s, [window.text])]
+        again = [i for i, window in enumerate(raw) if _read_again(s, window.text)]
         if again:
             plain = _plain(s, info)
             if windows is None:  # VAD's windows join stretches of speech: read them all again
@@ -328,17 +328,17 @@ def _reading(s: TranscribeSettings) -> TranscribeSettings:
 
 def _plain(s: TranscribeSettings, info) -> TranscribeSettings:
     """The second reading, without the prompt, in the language the first one found."""
-    return replace(s, language=s.language or (info.language if info else None))
+    return replace(s, language=s.language or info.language)
 
 
 def _serves_vocabulary(s: TranscribeSettings) -> bool:
     return bool(s.vocabulary) and not s.hotwords and not s.initial_prompt
 
 
-def _read_again(s: TranscribeSettings, texts: list[str]) -> bool:
+def _read_again(s: TranscribeSettings, text: str) -> bool:
     """A window read with the vocabulary is read again without it unless it wrote one of its
     words: the prompt then changed nothing the user taught, only how general speech reads."""
-    return _serves_vocabulary(s) and not any(speaks(text, s.vocabulary) for text in texts)
+    return _serves_vocabulary(s) and not speaks(text, s.vocabulary)
 
 
 SENTENCE_ENDS = (".", "?", "!", "。", "？", "！")
