@@ -118,9 +118,9 @@ def test_detect_language(base, tmp_path, language):
 
 
 def test_translate_to_english(base, tmp_path):
-    spoken = (
-        "Buenos días. Me llamo Ana y vivo en Madrid desde hace diez años. Hoy hace muy buen tiempo."
-    )
+    # Short, common sentences: a clear-cut case for base, whose translation of longer espeak
+    # Spanish changes with the processor's int8 kernels.
+    spoken = "Buenos días a todos. Hoy hace muy buen tiempo en Madrid."
     path = espeak(spoken, tmp_path / "es.wav", voice="es", speed=130)
     spanish = base.transcribe(path, TranscribeSettings())
     english = base.transcribe(path, TranscribeSettings(task="translate"))
@@ -128,7 +128,7 @@ def test_translate_to_english(base, tmp_path):
     assert "buenos días" in spanish.text.lower()
     heard = set(normalizer("en")(english.text).split())
     assert {"good", "morning", "madrid"} <= heard, english.text
-    assert not {"buenos", "días", "hace", "llamo"} & heard, english.text
+    assert not {"buenos", "días", "hace", "tiempo"} & heard, english.text
 
 
 def test_long_form_default_path(tiny, story_wav):
