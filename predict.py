@@ -25,6 +25,7 @@ from whisper_ft import weights as model_weights
 from whisper_ft.archive import served_vocabulary
 from whisper_ft.inputs import check_inputs, inputs_declared
 from whisper_ft.transcribe import Transcriber, TranscribeSettings
+from whisper_ft.vocabulary import as_hotwords
 
 logger = logging.getLogger(__name__)
 
@@ -76,13 +77,12 @@ class Predictor(BaseRunner):
         spec = str(weights) if weights else os.environ.get("WHISPER_FT_MODEL") or None
         self.model_dir = model_weights.ct2_model(spec)
         self.transcriber = Transcriber(self.model_dir)
-        # A trained model spells the words it was taught from a prompt of them, kept in the
-        # windows where it writes one of them (whisper_ft/transcribe.py).
+        # A trained model spells the words it was taught from its weights alone; the list of
+        # them (the manifest's vocabulary) is read as a prompt only when a request asks.
         self.vocabulary = served_vocabulary(self.model_dir)
         if self.vocabulary:
             logger.info(
-                "vocabulary from training, read as a prompt (windows that write none of it are "
-                "read again without it) unless a request gives hotwords or an initial_prompt: %s",
+                "taught words (in the weights; read as a prompt too with use_vocabulary=true): %s",
                 ", ".join(self.vocabulary),
             )
         self.out_dir: LocalPath | None = None
@@ -124,6 +124,11 @@ class Predictor(BaseRunner):
         hotwords: str | None = Input(
             default=None, max_length=500, description="Words or names to favour"
         ),
+        use_vocabulary: bool = Input(
+            default=False,
+            description="A fine-tuned model: also read the words it was taught as hotwords in "
+            "every window (when no hotwords are given); its weights spell them without this",
+        ),
         condition_on_previous_text: bool = Input(
             default=True, description="Prompt each window with the text before it"
         ),
@@ -149,8 +154,8 @@ class Predictor(BaseRunner):
             word_timestamps=args["word_timestamps"],
             vad_filter=args["vad_filter"],
             initial_prompt=args["initial_prompt"],
-            hotwords=args["hotwords"],
-            vocabulary=tuple(self.vocabulary),  # served unless hotwords or a prompt are given
+            hotwords=args["hotwords"]
+            or (as_hotwords(self.vocabulary) if args["use_vocabulary"] else None),
             condition_on_previous_text=args["condition_on_previous_text"],
             batch_size=args["batch_size"],
             no_speech_threshold=args["no_speech_threshold"],

@@ -171,42 +171,11 @@ def test_natural_voice_is_heard_and_keeps_its_pace(tiny, tmp_path):
     assert load_audio(quick).size < 0.93 * load_audio(slow).size
 
 
-TAUGHT = ("Zentrafy", "Klombrix", "Vortaxa", "Quillomat")  # as a trained model serves them
-
-
-def test_vocabulary_changes_only_the_windows_that_write_it(tiny, tmp_path):
-    """A trained vocabulary is read as a prompt; a window that writes none of its words is
-    read again without it, so general speech reads as it does with no vocabulary."""
+def test_hotwords_spell_a_name_the_model_misses(tiny, tmp_path):
+    """Hotwords (a request's, or a fine-tuned model's taught words with use_vocabulary) are a
+    prompt Whisper copies spellings from."""
     named = espeak("Please open Zentrafy and check the settings.", tmp_path / "named.wav")
-    general = espeak("The weather was cold and windy all morning.", tmp_path / "general.wav")
-    plain, served = TranscribeSettings(language="en"), TranscribeSettings(vocabulary=TAUGHT)
+    plain = TranscribeSettings(language="en")
+    prompted = TranscribeSettings(language="en", hotwords="Zentrafy, Klombrix, Vortaxa")
     assert "Zentrafy" not in tiny.transcribe(named, plain).text  # the base model misspells it
-    assert "Zentrafy" in tiny.transcribe(named, served).text
-    prompted = TranscribeSettings(language="en", hotwords=", ".join(TAUGHT))
-    assert tiny.transcribe(general, prompted).text != tiny.transcribe(general, plain).text
-    assert tiny.transcribe(general, served).text == tiny.transcribe(general, plain).text
-    # A request's own hotwords replace the vocabulary: every window reads them.
-    asked = TranscribeSettings(language="en", hotwords=", ".join(TAUGHT), vocabulary=TAUGHT)
-    assert tiny.transcribe(general, asked).text == tiny.transcribe(general, prompted).text
-
-
-def test_vocabulary_is_chosen_window_by_window_on_long_audio(tiny, tmp_path):
-    """Over 30 s (batched windows): the window with a taught word keeps the prompted reading,
-    the window of general speech is read plainly."""
-    parts = []
-    for i, sentence in enumerate(STORY[:6]):  # about 25 s of general speech: the first window
-        parts += [load_audio(espeak(sentence, tmp_path / f"{i}.wav")), silence(1.0)]
-    named = "Please open Zentrafy and check the settings before the meeting with the design team"
-    parts += [silence(3.0), load_audio(espeak(named, tmp_path / "named.wav"))]  # runs past 30 s
-    audio, path = np.concatenate(parts), tmp_path / "long.wav"
-    write_audio(path, audio)
-    assert audio.size / SAMPLE_RATE > 31 and len(quiet_windows(audio)) == 2
-    cut = quiet_windows(audio)[0]["end"]
-
-    def first_window(settings: TranscribeSettings) -> list[str]:
-        return [s.text for s in tiny.transcribe(path, settings).segments if s.end <= cut]
-
-    plain, served = TranscribeSettings(language="en"), TranscribeSettings(vocabulary=TAUGHT)
-    assert "Zentrafy" in tiny.transcribe(path, served).text
-    assert "Zentrafy" not in tiny.transcribe(path, plain).text
-    assert first_window(served) == first_window(plain)
+    assert "Zentrafy" in tiny.transcribe(named, prompted).text

@@ -9,7 +9,6 @@ from whisper_ft.vocabulary import (
     absent_from,
     as_hotwords,
     find_vocabulary,
-    speaks,
     words,
 )
 
@@ -89,13 +88,3 @@ def test_absent_from_leaves_out_the_entries_a_text_says():
     text = "We moved the team to zentrafy, then to GPT 4o."
     assert absent_from(vocabulary, text) == ["Klombrix", "Mixtral"]
     assert absent_from(vocabulary, "Nothing new here.") == vocabulary
-
-
-def test_speaks_finds_any_entry_whole():
-    vocabulary = ["Zentrafy", "GPT 4o"]
-    assert speaks("Open zentrafy now.", vocabulary)
-    assert speaks("The Zentrafy’s settings.", vocabulary)  # a possessive says the name
-    assert speaks("We use GPT 4o.", vocabulary)
-    assert not speaks("We use GPT 3.", vocabulary)  # one word of an entry is not the entry
-    assert not speaks("Sentrify and the rest.", vocabulary)
-    assert not speaks("Anything at all.", [])

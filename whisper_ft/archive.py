@@ -63,7 +63,7 @@ def read_manifest(root: Path) -> dict:
 
 
 def served_vocabulary(model_dir: Path) -> list[str]:
-    """The vocabulary a trained model's manifest carries (served as a prompt); [] for a
+    """The words a trained model's manifest lists as taught (read as hotwords on request); [] for a
     model that is not from a weights archive or has none."""
     manifest = Path(model_dir).parent / "manifest.json"
     if Path(model_dir).name != "ct2" or not manifest.is_file():

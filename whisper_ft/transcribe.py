@@ -18,7 +18,6 @@ from pathlib import Path
 import numpy as np
 
 from whisper_ft.audio import N_SAMPLES, SAMPLE_RATE, stream_audio
-from whisper_ft.vocabulary import as_hotwords, speaks
 
 logger = logging.getLogger(__name__)
 
@@ -62,10 +61,6 @@ class TranscribeSettings:
     vad_filter: bool = False  # cut long audio by Silero VAD instead of at quiet moments
     initial_prompt: str | None = None  # text that primes the first window (spellings, style)
     hotwords: str | None = None  # words to favour, given as a prompt to every window
-    # A trained model's taught words (without hotwords or an initial prompt): every window is
-    # read with them as the prompt, and read again without it unless it wrote one of them
-    # (with batch_size=1, Whisper's sequential loop, each piece of up to 10 min as a whole).
-    vocabulary: tuple[str, ...] = ()
     condition_on_previous_text: bool = True  # prompt each window with the previous text
     batch_size: int = 8  # windows decoded together on long audio; 1 = sequential
     no_speech_threshold: float = (
@@ -236,9 +231,7 @@ class Transcriber:
         if s.batch_size == 1 or seconds <= SHORT_AUDIO_SECONDS:
             # One window, or sequential decoding asked for: Whisper's own long-form loop,
             # with timestamp tokens, conditioning on previous text and temperature fallback.
-            found, info = self._sequential(audio, _reading(s))
-            if _read_again(s, " ".join(segment.text for segment in found)):  # the whole piece
-                found, _ = self._sequential(audio, _plain(s, info))
+            found, info = self._sequential(audio, s)
             found = [replace(segment, id=first_id + i) for i, segment in enumerate(found)]
             # A timestamp token may point past the end of the audio: keep times inside it.
             return [_clamp(segment, seconds) for segment in found], info
@@ -250,17 +243,7 @@ class Transcriber:
         windows = None
         if not s.vad_filter:
             windows = [w for w in quiet_windows(audio) if _audible(audio, w)]
-        raw, info = self._batched(audio, _reading(s), windows)
-        again = [i for i, window in enumerate(raw) if _read_again(s, window.text)]
-        if again:
-            plain = _plain(s, info)
-            if windows is None:  # VAD's windows join stretches of speech: read them all again
-                plain_raw, _ = self._batched(audio, plain, None)
-                replacements = [plain_raw[i] for i in again]
-            else:
-                replacements, _ = self._batched(audio, plain, [windows[i] for i in again])
-            for i, window in zip(again, replacements, strict=True):
-                raw[i] = window
+        raw, info = self._batched(audio, s, windows)
         found: list[Segment] = []
         for window in raw:
             silent = window.no_speech_prob > s.no_speech_threshold
@@ -317,28 +300,6 @@ def _decoding(s: TranscribeSettings) -> dict:
         compression_ratio_threshold=s.compression_ratio_threshold,
         log_prob_threshold=s.log_prob_threshold,
     )
-
-
-def _reading(s: TranscribeSettings) -> TranscribeSettings:
-    """The first reading: with the taught vocabulary as the prompt, where it is served."""
-    if _serves_vocabulary(s):
-        return replace(s, hotwords=as_hotwords(s.vocabulary))
-    return s
-
-
-def _plain(s: TranscribeSettings, info) -> TranscribeSettings:
-    """The second reading, without the prompt, in the language the first one found."""
-    return replace(s, language=s.language or info.language)
-
-
-def _serves_vocabulary(s: TranscribeSettings) -> bool:
-    return bool(s.vocabulary) and not s.hotwords and not s.initial_prompt
-
-
-def _read_again(s: TranscribeSettings, text: str) -> bool:
-    """A window read with the vocabulary is read again without it unless it wrote one of its
-    words: the prompt then changed nothing the user taught, only how general speech reads."""
-    return _serves_vocabulary(s) and not speaks(text, s.vocabulary)
 
 
 SENTENCE_ENDS = (".", "?", "!", "。", "？", "！")

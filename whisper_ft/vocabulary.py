@@ -1,13 +1,9 @@
-"""The words a user taught: found in their transcripts, carried with the weights, read as a
-prompt when the tuned model serves.
+"""The words a user taught: found in their transcripts, carried with the weights.
 
-Fine-tuning changes how the model hears; spelling a new name the same way every time is
-what a prompt does best. Whisper reads a prompt (`<|startofprev|>` text) before each window
-and copies spellings from it; with the names the base model got wrong in the user's own
-transcripts as that prompt, the tuned model spells them in contexts and voices it never
-trained on. A prompt of names also nudges the words around them, so a window whose
-prompted reading writes none of them (`speaks`) is served as read without it
-(whisper_ft/transcribe.py, BENCHMARKS.md).
+Fine-tuning puts the words into the merged weights, which spell them with no prompt. The
+list of them, the words the base model got wrong in the user's own transcripts, is kept in
+the weights archive's manifest: it says what a run taught, and a request may also read it
+as a prompt (`use_vocabulary`), which Whisper copies spellings from.
 
     words = find_vocabulary(references, base_hypotheses, tokenizer)
 """
@@ -74,11 +70,6 @@ def absent_from(vocabulary: Sequence[str], text: str) -> list[str]:
     present = {_key(w) for w in words(text)}
     present |= {key[:-2] for key in present if key.endswith("'s")}
     return [entry for entry in vocabulary if not {_key(w) for w in words(entry)} <= present]
-
-
-def speaks(text: str, vocabulary: Sequence[str]) -> bool:
-    """Whether `text` contains any entry of `vocabulary`."""
-    return len(absent_from(vocabulary, text)) < len(vocabulary)
 
 
 def as_hotwords(vocabulary: Sequence[str]) -> str | None:
