@@ -65,14 +65,19 @@ def train(
     lora_layers: str = Input(
         default=LORA.layers,
         choices=list(LORA_LAYERS),
-        description="Layers LoRA adapts (acoustic: the encoder and the decoder's cross-attention, "
-        "leaving the decoder's language model as it was)",
+        description="Layers LoRA adapts (all: the encoder and the decoder, which spells new "
+        "words; acoustic: the encoder and the decoder's cross-attention only)",
     ),
     timestamp_fraction: float = Input(
         default=TRAIN.timestamp_fraction,
         ge=0.0,
         le=1.0,
-        description="Share of windows trained with timestamps",
+        description="Share of examples trained with timestamps",
+    ),
+    sentences: bool = Input(
+        default=TRAIN.sentences,
+        description="Train on each cue as an example of its own (many short examples, which "
+        "put new words into the weights); false: on windows of up to 30 s",
     ),
     speed_perturbation: float = Input(
         default=TRAIN.speed_perturbation,
@@ -82,13 +87,14 @@ def train(
     ),
     vocabulary: str = Input(
         default="",
-        description="Comma-separated words or names to spell as written (served as hotwords); "
-        "words the base model missed in your transcripts are added automatically",
+        description="Comma-separated words or names the run teaches, listed in the weights' "
+        "manifest (a request reads them as hotwords with use_vocabulary); the words the base "
+        "model missed in your transcripts are added automatically",
     ),
     learn_vocabulary: bool = Input(
         default=TRAIN.learn_vocabulary,
-        description="Find the words the base model missed in your transcripts and serve them "
-        "as hotwords",
+        description="Find the words the base model missed in your transcripts and list them "
+        "in the manifest with the given vocabulary",
     ),
     validation_fraction: float = Input(default=0.1, ge=0.0, le=0.5),
     skip_bad_files: bool = Input(
@@ -108,6 +114,7 @@ def train(
         batch_size=args["batch_size"],
         gradient_accumulation=args["gradient_accumulation"],
         timestamp_fraction=args["timestamp_fraction"],
+        sentences=args["sentences"],
         speed_perturbation=args["speed_perturbation"],
         vocabulary=tuple(w.strip() for w in args["vocabulary"].split(",") if w.strip()),
         learn_vocabulary=args["learn_vocabulary"],

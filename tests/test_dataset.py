@@ -14,10 +14,12 @@ from whisper_ft.audio import SAMPLE_RATE, load_audio, write_audio
 from whisper_ft.dataset import (
     DatasetError,
     DatasetLimits,
+    Example,
     find_pairs,
     load_dataset,
     read_transcript,
     safe_extract,
+    sentences,
     windows,
 )
 from whisper_ft.outputs import DatasetWriter
@@ -250,6 +252,26 @@ def test_windows_keep_a_30_s_cue_and_clamp_padding():
     (ex,) = windows(audio, [Cue(5.0, 35.0, "thirty seconds")], "x.wav")
     assert ex.audio.size == 30 * SAMPLE_RATE and ex.start == 5.0
     assert ex.cues == (Cue(0.0, 30.0, "thirty seconds"),)
+
+
+def test_sentences_cut_each_cue_with_padding_short_of_its_neighbours():
+    """Each cue of a window becomes an example of its own, with 0.2 s of audio either side
+    where there is room, never into the neighbouring cue; times relative to the clip."""
+    audio = np.random.default_rng(1).uniform(-0.1, 0.1, 20 * SAMPLE_RATE).astype(np.float32)
+    cues = (Cue(0.1, 4.0, "first"), Cue(4.1, 9.0, "second"), Cue(12.0, 19.9, "third"))
+    window = Example(audio, "first second third", cues, "talk.wav", 30.0)
+    first, second, third = sentences(window)
+    assert [e.text for e in (first, second, third)] == ["first", "second", "third"]
+    assert (first.start, second.start, third.start) == pytest.approx((30.0, 34.0, 41.8))
+    assert first.cues == (Cue(0.1, 4.0, "first"),)  # the window starts 0.1 s before it
+    assert second.cues == (Cue(0.1, 5.0, "second"),)  # only 0.1 s after "first" ends
+    assert third.cues == (Cue(0.2, 8.1, "third"),)  # 0.1 s left at the end of the window
+    assert third.audio.size == round(8.2 * SAMPLE_RATE)
+    np.testing.assert_array_equal(
+        second.audio, audio[round(4.0 * SAMPLE_RATE) : round(9.2 * SAMPLE_RATE)]
+    )
+    clip = Example(audio, "no times", (), "clip.wav", 0.0)  # a .txt clip stays whole
+    assert sentences(clip) == [clip]
 
 
 def test_read_transcript_accepts_bom_and_txt(tmp_path):

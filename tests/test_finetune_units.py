@@ -135,19 +135,20 @@ def test_lora_layer_sets():
     def kinds(names: set[str]) -> set[str]:  # "encoder.self_attn.q_proj" without layer numbers
         return {".".join([n.split(".")[1], *n.split(".")[4:]]) for n in names}
 
-    # The default: the encoder and the decoder's cross-attention, not its language model.
-    assert kinds(adapted()) == {
+    # "acoustic": the encoder and the decoder's cross-attention, not its language model.
+    assert kinds(adapted(layers="acoustic")) == {
         "encoder.self_attn.q_proj",
         "encoder.self_attn.v_proj",
         "decoder.encoder_attn.q_proj",
         "decoder.encoder_attn.v_proj",
     }
-    assert len(adapted()) == 4 * 2 + 4 * 2  # 4 encoder and 4 decoder layers, q and v
+    assert len(adapted(layers="acoustic")) == 4 * 2 + 4 * 2  # 4 encoder, 4 decoder layers
     decoder = adapted(layers="decoder")
     assert len(decoder) == 4 * 2 * 2 and all(n.startswith("model.decoder.") for n in decoder)
     assert kinds(adapted(layers="encoder", target_modules=("fc1",))) == {"encoder.fc1"}
     assert kinds(adapted(layers="acoustic", target_modules=("fc2",))) == {"encoder.fc2"}
     assert len(adapted(layers="all")) == 4 * 2 + 4 * 2 * 2
+    assert adapted() == adapted(layers="all")  # the default: the encoder and the decoder
 
 
 @pytest.fixture(scope="module")
@@ -300,13 +301,16 @@ def test_training_prompts_include_negative_examples(processor):
         ]
         return [processor.tokenizer.decode(p[1:]).strip() if p else "" for p in chosen]
 
-    # The default: every window reads a prompt, about half of them the served one.
-    default = prompts()
-    assert set(default) == {"Zentrafy, Klombrix, Mixtral", "Klombrix, Mixtral"}
-    assert 70 < default.count("Klombrix, Mixtral") < 130
-    assert set(prompts(absent_prompt_fraction=0.0)) == {"Zentrafy, Klombrix, Mixtral"}
-    assert set(prompts(prompt_fraction=0.0)) == {""}
-    assert set(prompts(absent_prompt_fraction=1.0)) == {"Klombrix, Mixtral"}
+    # The default reads no prompt (the weights learn the words); with prompt_fraction=1
+    # every window reads one, about half of them without the words it says.
+    assert set(prompts()) == {""}
+    prompted = prompts(prompt_fraction=1.0)
+    assert set(prompted) == {"Zentrafy, Klombrix, Mixtral", "Klombrix, Mixtral"}
+    assert 70 < prompted.count("Klombrix, Mixtral") < 130
+    assert set(prompts(prompt_fraction=1.0, absent_prompt_fraction=0.0)) == {
+        "Zentrafy, Klombrix, Mixtral"
+    }
+    assert set(prompts(prompt_fraction=1.0, absent_prompt_fraction=1.0)) == {"Klombrix, Mixtral"}
     mixed = prompts(prompt_fraction=0.5, absent_prompt_fraction=0.5)
     assert set(mixed) == {"", "Klombrix, Mixtral", "Zentrafy, Klombrix, Mixtral"}
     assert 70 < mixed.count("") < 130  # about half unprompted

@@ -524,6 +524,39 @@ def windows(
     return result
 
 
+def sentences(example: Example) -> list[Example]:
+    """Each cue of a window as an example of its own: its audio with up to PAD_SECONDS either
+    side (never into a neighbouring cue), its text, and its one cue. A window without cues (a
+    .txt clip) stays whole. Training on these short examples, many per recording, is what
+    puts new words into the weights (BENCHMARKS.md)."""
+    if not example.cues:
+        return [example]
+    seconds = example.audio.size / SAMPLE_RATE
+    found = []
+    for k, cue in enumerate(example.cues):
+        floor = example.cues[k - 1].end if k else 0.0
+        ceiling = example.cues[k + 1].start if k + 1 < len(example.cues) else seconds
+        start = min(cue.start, max(cue.start - PAD_SECONDS, floor))
+        end = max(cue.end, min(cue.end + PAD_SECONDS, ceiling))
+        lo, hi = int(round(start * SAMPLE_RATE)), int(round(end * SAMPLE_RATE))
+        length = math.floor((hi - lo) / SAMPLE_RATE * 100) / 100
+        timed = Cue(
+            min(max(round(cue.start - start, 2), 0.0), length),
+            min(max(round(cue.end - start, 2), 0.0), length),
+            cue.text,
+        )
+        found.append(
+            Example(
+                example.audio[lo:hi].copy(),
+                cue.text,
+                (timed,),
+                example.recording,
+                round(example.start + start, 3),
+            )
+        )
+    return found
+
+
 # --- the whole dataset ---------------------------------------------------------------------
 
 

@@ -8,17 +8,17 @@ progress with an ETA to Cog's logs, and run the same on CPU and GPU. That is fif
 PyTorch that read top to bottom; the Trainer would add checkpoint files and a second set of
 settings to keep in sync.
 
-Labels follow Whisper's own training format: `<|startofprev|>` and a prompt, then
-`<|startoftranscript|><|lang|><|task|>`, then either `<|notimestamps|>` and the text, or the
-text of each cue between its start and end timestamp tokens, so the fine-tuned model still
-times segments for subtitles. The prompt is the run's vocabulary (whisper_ft/vocabulary.py),
-the words the base model missed, which the tuned model is then served with as hotwords.
+Labels follow Whisper's own training format: `<|startoftranscript|><|lang|><|task|>`, then
+either `<|notimestamps|>` and the text, or the text of each cue between its start and end
+timestamp tokens, so the fine-tuned model still times segments for subtitles. A prompt
+(`<|startofprev|>` and the run's vocabulary) may come first (`prompt_fraction`); it is read,
+not learned.
 
-The default recipe (chosen by bench/finetune.py, see BENCHMARKS.md): LoRA on the encoder and
-the decoder's cross-attention only, so the decoder's language model does not drift; speed
-perturbation; the vocabulary read in training as it is when served, and in half the windows
-without the words they say (negative prompts), so a word in the prompt is not taken as
-proof that it was spoken.
+The default recipe (chosen by bench/finetune.py, see BENCHMARKS.md) puts what is taught into
+the merged weights, which then spell it with no prompt: each cue is an example of its own
+(many short examples, not a few 30 s windows), LoRA on the encoder and the decoder (the
+spelling of a new word is the decoder's), speed perturbation so the words are learned across
+voices, half the examples with timestamp tokens.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from whisper_ft.dataset import Dataset, Example
+from whisper_ft.dataset import Dataset, Example, sentences
 from whisper_ft.vocabulary import absent_from, as_hotwords, find_vocabulary
 from whisper_ft.wer import word_error_rate
 
@@ -47,9 +47,9 @@ MAX_LABEL_TOKENS = 448  # Whisper decoder's context
 WINDOW_SAMPLES = 30 * 16000  # Whisper's input: 30 s at 16 kHz
 
 
-# Which layers LoRA adapts. "acoustic": the encoder and the decoder's cross-attention, so how
-# the model hears and reads the audio changes while the decoder's language model (its
-# self-attention and MLPs) stays the base model's; measured to forget least (BENCHMARKS.md).
+# Which layers LoRA adapts. "all" (the default): a new word's spelling is the decoder's, so the
+# decoder is adapted with the encoder. "acoustic": the encoder and the decoder's
+# cross-attention only, leaving the decoder's language model as it was (BENCHMARKS.md).
 LORA_LAYERS = ("acoustic", "all", "decoder", "encoder")
 
 
@@ -59,7 +59,7 @@ class LoraSettings:
     alpha: int = 64  # scaling numerator: updates are scaled by alpha / rank
     dropout: float = 0.05  # dropout on the LoRA input
     target_modules: tuple[str, ...] = ("q_proj", "v_proj")  # attention projections adapted
-    layers: str = "acoustic"  # which layers: see LORA_LAYERS
+    layers: str = "all"  # which layers: see LORA_LAYERS
 
     def validate(self) -> LoraSettings:
         if not 1 <= self.rank <= 256:
@@ -98,10 +98,13 @@ class TrainSettings:
     max_steps: int | None = None  # stop after this many optimizer steps (overrides epochs)
     learning_rate: float = 5e-4  # peak LoRA learning rate (linear warm-up, linear decay)
     warmup_fraction: float = 0.1  # share of the steps spent warming up
-    batch_size: int = 2  # windows per forward pass
+    batch_size: int = 8  # examples per forward pass
     gradient_accumulation: int = 1  # forward passes per optimizer step
-    timestamp_fraction: float = 0.5  # share of windows trained with timestamp tokens
-    prompt_fraction: float = 1.0  # share of windows trained reading the vocabulary prompt
+    timestamp_fraction: float = 0.5  # share of examples trained with timestamp tokens
+    # Train on each cue as a short example of its own (True), or on windows of up to 30 s
+    # holding several cues: many short examples put new words into the weights.
+    sentences: bool = True
+    prompt_fraction: float = 0.0  # share of examples trained reading the vocabulary prompt
     # Share of prompted windows whose prompt leaves out the words they contain: the model
     # learns that a word in the prompt is not proof that it was said.
     absent_prompt_fraction: float = 0.5
@@ -488,11 +491,15 @@ def finetune(
 
     labeller = Labeller(processor.tokenizer, language, settings.task, multilingual)
 
-    windows = list(dataset.train) + replay
+    # The examples trained on: each cue as a short example of its own (sentences), or whole
+    # windows of up to 30 s; the user's first, then the general speech replayed.
+    shape = sentences if settings.sentences else (lambda e: [e])
+    windows = [s for e in dataset.train for s in shape(e)]
+    own = len(windows)  # windows[:own] are the user's, the rest general speech
+    windows += [s for e in replay for s in shape(e)]
     for e in windows:  # a transcript too long for the decoder fails here, before training
         labeller.labels(e, timestamps=True)
-    own = len(dataset.train)  # windows[:own] are the user's, the rest general speech
-    replayed = min(len(replay), own)  # general windows mixed into each epoch
+    replayed = min(len(windows) - own, own)  # general examples mixed into each epoch
     collator = Collator(
         processor.feature_extractor,
         pad_token_id=model.config.pad_token_id,
@@ -525,7 +532,7 @@ def finetune(
         lambda s: min((s + 1) / warmup, max(0.0, (total_steps - s) / (total_steps - warmup + 1))),
     )
     logger.info(
-        "training %d windows (+%d of general speech) for %d steps (%d epochs, batch %d x %d) on %s",
+        "training %d examples (+%d of general speech), %d steps (%d epochs, batch %d x %d) on %s",
         own,
         replayed,
         total_steps,
