@@ -11,16 +11,18 @@ sentences, four espeak-ng voices, recordings of several sentences with a VTT eac
 user uploads them; or (--voices natural) the same sentences in a neural voice (Piper's
 en_US joe), one voice at several paces, which stock Whisper hears far better than espeak-ng.
 Every model is scored as the Predictor serves it (merged, CTranslate2, beam 5, temperature
-fallback, the run's vocabulary read as a prompt, each window read again without it unless it
-writes a taught word), with the mean of --seeds seeded loads, since the fallback samples.
-Each recipe is trained from --train-seeds seeds (3: about 20 minutes for tiny.en on 2 CPU
-cores) and also summarised as the mean and range of its trainings. It reports, per recipe:
+fallback, one decoding pass, no prompt: the weights alone), with the mean of --seeds seeded
+loads, since the fallback samples; the first seed also reads with the run's vocabulary as a
+prompt to every window (the opt-in `use_vocabulary`). Each recipe is trained from
+--train-seeds seeds (3 by default) and also summarised as the mean and range of its
+trainings. It reports, per recipe:
   - term recall on held-out sentences (new contexts, unseen voices), before and after, and
-    of the weights alone (no hotwords); and the held-out sentences' WER, since recall also
-    credits a reading that merely lists the names;
-  - WER on real English speech from ../shared/speech (forgetting), before and after, of
-    the weights alone (the tuned model read without the vocabulary), and with the vocabulary
-    as a prompt to every window (hotwords, no second reading);
+    the held-out sentences' WER, since recall also credits a reading that merely lists names;
+  - WER on real English speech (forgetting): the English clips of ../shared/speech and
+    ../shared/speech-extra, before and after;
+  - what the opt-in prompt adds: recall and real-speech WER with the vocabulary;
+  - the serving time ratio: the tuned model's decoding time on the real clips over the base
+    model's, same settings;
   - timestamp sanity of the tuned model's segments on the held-out sentences;
   - training time, seconds per optimizer step and audio seconds trained per second;
   - with --every-epoch, recall and real-speech WER after every epoch as well (the trade-off
@@ -86,9 +88,9 @@ def sane(transcript) -> bool:
     return True
 
 
-# The tuned model read besides as served: without the vocabulary (the weights alone), and
-# with it as a prompt to every window (hotwords).
-OTHER_READINGS = ("no_prompt", "every_window")
+# The tuned model read besides as served (the weights alone, one pass): with its taught words
+# as a prompt to every window (the opt-in `use_vocabulary`).
+OTHER_READINGS = ("with_vocabulary",)
 
 
 def score(ct2_dir: Path, vocabulary, held, real, seeds: int) -> dict:
@@ -103,10 +105,9 @@ def score(ct2_dir: Path, vocabulary, held, real, seeds: int) -> dict:
     recall and WER are means over `seeds` seeded loads of the model, with their range."""
     import ctranslate2
 
-    settings = TranscribeSettings(language="en", vocabulary=tuple(vocabulary))
+    settings = TranscribeSettings(language="en")
     readings = {  # OTHER_READINGS, scored on the first seed
-        "no_prompt": TranscribeSettings(language="en"),
-        "every_window": TranscribeSettings(language="en", hotwords=as_hotwords(vocabulary)),
+        "with_vocabulary": TranscribeSettings(language="en", hotwords=as_hotwords(vocabulary)),
     }
 
     def real_wer(transcriber, reading: TranscribeSettings, timed: str | None = None) -> float:
@@ -132,7 +133,6 @@ def score(ct2_dir: Path, vocabulary, held, real, seeds: int) -> dict:
             # of names; the held-out sentences' WER shows such readings.
             result["held_wer"] = word_error_rate([u.text for u in held], texts, "en")
             for name, reading in readings.items() if vocabulary else ():
-                # no_prompt: the weights alone, what training changed without the prompt.
                 other = [transcriber.transcribe(u.path, reading).text for u in held]
                 result[f"recall_{name}"] = 100 * vocab.term_recall(other, held)
                 result[f"held_wer_{name}"] = word_error_rate([u.text for u in held], other, "en")
@@ -149,11 +149,11 @@ def score(ct2_dir: Path, vocabulary, held, real, seeds: int) -> dict:
 SPREAD = (
     "recall_after",
     "real_wer_after",
-    "recall_after_no_prompt",
-    "real_wer_after_no_prompt",
     "held_wer_after",
-    "recall_after_every_window",
-    "real_wer_after_every_window",
+    "recall_after_with_vocabulary",
+    "real_wer_after_with_vocabulary",
+    "serving_ratio",
+    "train_s",
 )
 
 
@@ -213,7 +213,7 @@ def main() -> None:
         every_voice=False,
     )
     held = vocab.held_out(folder, vocab.BENCH_TERMS, vocab.HELD_OUT_TEMPLATES, held_out_voices)
-    real = shared_speech.files("en")
+    real = shared_speech.files("en", shared_speech.GENERAL)
     base_dir = hf_model(args.model)
     dataset = load_dataset(train_zip, folder / "work", validation_fraction=0.1)
     seconds = sum(e.audio.size for e in dataset.train) / SAMPLE_RATE
@@ -273,19 +273,19 @@ def main() -> None:
             "train_seed": settings.seed,
             "recall_before": before["recall"],
             "recall_after": after["recall"],
-            "recall_after_no_prompt": after.get("recall_no_prompt"),
             "vocabulary": report.vocabulary,
             "real_wer_before": before.get("real_wer"),
             "real_wer_after": after.get("real_wer"),
             "recall_after_range": after["recall_range"],
             "real_wer_after_range": after.get("real_wer_range"),
-            "real_wer_after_no_prompt": after.get("real_wer_no_prompt"),
-            "recall_after_every_window": after.get("recall_every_window"),
-            "real_wer_after_every_window": after.get("real_wer_every_window"),
-            "held_wer_after_every_window": after.get("held_wer_every_window"),
-            "real_decoding_s": {  # the real-speech clips read as served, and the other ways
+            "recall_after_with_vocabulary": after.get("recall_with_vocabulary"),
+            "real_wer_after_with_vocabulary": after.get("real_wer_with_vocabulary"),
+            "held_wer_after_with_vocabulary": after.get("held_wer_with_vocabulary"),
+            "real_decoding_s": {  # the real-speech clips read as served, and with the prompt
                 name: after.get(f"real_s_{name}") for name in ("served", *OTHER_READINGS)
             },
+            # Decoding time of the real-speech clips, tuned over base, same settings.
+            "serving_ratio": after["real_s_served"] / before["real_s_served"] if real else None,
             "held_wer_before": before["held_wer"],
             "held_wer_after": after["held_wer"],
             "timestamps_ok": after["timestamps_ok"],
@@ -306,59 +306,39 @@ def main() -> None:
     out = RESULTS / f"finetune-{args.model}{voices}.json"
     results = {"base": before, "base_with_vocabulary": prompted, "rows": rows}
     out.write_text(json.dumps({**results, "across_training_seeds": summary}, indent=2))
-    print("\n| recipe | recall before -> after | real-speech WER before -> after ", end="")
-    print("| weights alone: recall, real WER | prompt in every window: recall, real WER ", end="")
-    print("| held-out WER | timestamps | training |")
+    print("\n| recipe | recall (weights alone) | real-speech WER before -> after ", end="")
+    print("| held-out WER | with use_vocabulary: recall, real WER | serving time ", end="")
+    print("| timestamps | training |")
     print("|---|---|---|---|---|---|---|---|")
 
     def seeded(row: dict) -> str:
         return f", seed {row['train_seed']}" if args.train_seeds > 1 else ""
 
     for r in rows:
-        wer = (
-            f"{r['real_wer_before']:.2f}% -> {r['real_wer_after']:.2f}% "
-            f"({r['real_wer_after_range'][0]:.2f}-{r['real_wer_after_range'][1]:.2f})"
-            if r["real_wer_before"] is not None
-            else "n/a"
-        )
-        low, high = r["recall_after_range"]
-        alone, every = (
-            f"{r[f'recall_after_{name}']:.1f}%, {r[f'real_wer_after_{name}']:.2f}%"
-            if r[f"real_wer_after_{name}"] is not None
-            else "-"
-            for name in OTHER_READINGS
-        )
+        wer, ratio, prompted = "n/a", "n/a", "-"
+        if r["real_wer_before"] is not None:
+            wer = f"{r['real_wer_before']:.2f}% -> {r['real_wer_after']:.2f}%"
+            ratio = f"{r['serving_ratio']:.2f}x"
+        if r["recall_after_with_vocabulary"] is not None:
+            prompted = f"{r['recall_after_with_vocabulary']:.1f}%"
+            if r["real_wer_after_with_vocabulary"] is not None:
+                prompted += f", {r['real_wer_after_with_vocabulary']:.2f}%"
         print(
-            f"| {r['recipe']}{seeded(r)} | "
-            f"{r['recall_before']:.0f}% -> {r['recall_after']:.1f}% "
-            f"({low:.0f}-{high:.0f}) | {wer} | {alone} | {every} | "
-            f"{r['held_wer_before']:.2f}% -> {r['held_wer_after']:.2f}% | "
-            f"{'ok' if r['timestamps_ok'] else 'BROKEN'} | {r['train_s']:.0f} s "
+            f"| {r['recipe']}{seeded(r)} | {r['recall_before']:.0f}% -> {r['recall_after']:.1f}% "
+            f"| {wer} | {r['held_wer_before']:.2f}% -> {r['held_wer_after']:.2f}% | {prompted} "
+            f"| {ratio} | {'ok' if r['timestamps_ok'] else 'BROKEN'} | {r['train_s']:.0f} s "
             f"({r['s_per_step']:.1f} s/step, {r['audio_s_per_s']:.1f} audio-s/s) |"
         )
     if summary:
         print(f"\nacross {args.train_seeds} training seeds, mean (range):")
-        print("| recipe | recall | real-speech WER | weights alone: recall, real WER ", end="")
-        print("| prompt in every window: recall, real WER | held-out WER | timestamps |")
-        print("|---|---|---|---|---|---|---|")
+        print("| recipe | " + " | ".join(SPREAD) + " | timestamps |")
+        print("|---|" + "---|" * len(SPREAD) + "---|")
         for r in summary:
-            cell = {
-                k: f"{r[k][0]:.2f}% ({r[k][1]:.2f}-{r[k][2]:.2f})" if r[k] else "-" for k in SPREAD
-            }
-            print(
-                f"| {r['recipe']} | {cell['recall_after']} | {cell['real_wer_after']} | "
-                f"{cell['recall_after_no_prompt']}, {cell['real_wer_after_no_prompt']} | "
-                f"{cell['recall_after_every_window']}, {cell['real_wer_after_every_window']} | "
-                f"{cell['held_wer_after']} | {'ok' if r['timestamps_ok'] else 'BROKEN'} |"
-            )
-    for r in rows:
-        if r["real_decoding_s"]["served"] and r["real_decoding_s"]["no_prompt"]:
-            t = r["real_decoding_s"]
-            print(
-                f"{r['recipe']}{seeded(r)}: real-speech clips decoded in {t['served']:.0f} s "
-                f"as served, {t['no_prompt']:.0f} s without the vocabulary, "
-                f"{t['every_window']:.0f} s with it in every window"
-            )
+            cells = [
+                f"{r[k][0]:.2f} ({r[k][1]:.2f}-{r[k][2]:.2f})" if r[k] else "-" for k in SPREAD
+            ]
+            sane_times = "ok" if r["timestamps_ok"] else "BROKEN"
+            print(f"| {r['recipe']} | {' | '.join(cells)} | {sane_times} |")
     for r in rows:
         if r["every_epoch"]:
             print(f"\n{r['recipe']}: | epoch | validation WER | recall | real-speech WER |")
