@@ -475,9 +475,9 @@ def finetune(
     general_scored = general is not None and bool(general.validation)
     replay = list(general.train) if general is not None else []
 
-    def score(examples: Sequence[Example], prompt: str | None = None) -> float:
+    def score(examples: Sequence[Example]) -> float:
         return evaluate(
-            model, processor, examples, language, settings.task, settings.eval_batch_size, prompt
+            model, processor, examples, language, settings.task, settings.eval_batch_size
         )
 
     if evaluating:
@@ -487,7 +487,6 @@ def finetune(
         report.general_wer_before = score(general.validation)
         logger.info("general speech WER before training: %.2f%%", report.general_wer_before)
     report.vocabulary = learn_vocabulary(model, processor, dataset.train, language, settings)
-    prompt = as_hotwords(report.vocabulary)  # what the tuned model reads when it serves
 
     labeller = Labeller(processor.tokenizer, language, settings.task, multilingual)
 
@@ -599,9 +598,9 @@ def finetune(
                 break
         entry = {"epoch": epoch, "step": step, "loss": float(np.mean(losses))}
         if evaluating:
-            entry["wer"] = score(dataset.validation, prompt)
+            entry["wer"] = score(dataset.validation)  # as served: the weights alone
         if general_scored:
-            entry["general_wer"] = score(general.validation, prompt)
+            entry["general_wer"] = score(general.validation)
         logger.info(
             "epoch %d: loss %.4f%s%s",
             epoch,
