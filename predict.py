@@ -24,6 +24,7 @@ from whisper_ft import outputs
 from whisper_ft import weights as model_weights
 from whisper_ft.archive import served_vocabulary
 from whisper_ft.inputs import check_inputs, inputs_declared
+from whisper_ft.subtitles import CueRules
 from whisper_ft.transcribe import Transcriber, TranscribeSettings
 from whisper_ft.vocabulary import as_hotwords
 
@@ -139,6 +140,27 @@ class Predictor(BaseRunner):
             description="30 s windows decoded together on long audio; 1: Whisper's sequential "
             "loop (timestamp tokens, previous-text prompts, temperature fallback)",
         ),
+        max_line_width: int = Input(
+            default=42,
+            ge=1,
+            le=200,
+            description="Subtitles: characters on a line (42: Netflix English; about 25 for "
+            "vertical video, with max_line_count=1)",
+        ),
+        max_line_count: int = Input(
+            default=2, ge=1, le=10, description="Subtitles: lines on screen at once"
+        ),
+        max_cue_seconds: float = Input(
+            default=7.0, ge=1.0, le=60.0, description="Subtitles: longest time a cue stays up"
+        ),
+        max_words_per_cue: int = Input(
+            default=0, ge=0, le=100, description="Subtitles: most words in a cue; 0: no limit"
+        ),
+        highlight_words: bool = Input(
+            default=False,
+            description="Subtitles: karaoke-style word timing (WebVTT timestamp tags before "
+            "each word; in SRT one cue per word, that word underlined)",
+        ),
         no_speech_threshold: float = Input(default=0.6, ge=0.0, le=1.0),
         compression_ratio_threshold: float = Input(default=2.4, ge=1.0, le=10.0),
         log_prob_threshold: float = Input(default=-1.0, ge=-10.0, le=0.0),
@@ -167,8 +189,21 @@ class Predictor(BaseRunner):
         if self.out_dir is not None:
             shutil.rmtree(self.out_dir, ignore_errors=True)
         self.out_dir = LocalPath(tempfile.mkdtemp(prefix="whisper-ft-"))
+        rules = CueRules(
+            max_line_width=args["max_line_width"],
+            max_line_count=args["max_line_count"],
+            max_cue_seconds=args["max_cue_seconds"],
+            max_words_per_cue=args["max_words_per_cue"],
+        )
         result = outputs.run_task(
-            self.transcriber, args["audio"], args["task"], settings, formats, self.out_dir
+            self.transcriber,
+            args["audio"],
+            args["task"],
+            settings,
+            formats,
+            self.out_dir,
+            rules.validate(),
+            args["highlight_words"],
         )
         return to_output(result)
 

@@ -12,7 +12,7 @@ import pytest
 
 from tests.cog_server import data_url
 from tests.conftest import SENTENCE, STORY
-from whisper_ft.subtitles import parse_srt, parse_vtt
+from whisper_ft.subtitles import parse_srt, parse_vtt, rule_breaks
 from whisper_ft.wer import normalizer
 
 
@@ -78,15 +78,16 @@ def test_long_audio_by_url_with_subtitles_that_parse_back(server, file_server):
     for segment in output["segments"]:
         for word in segment["words"]:
             assert segment["start"] - 0.01 <= word["start"] <= word["end"] <= segment["end"] + 0.01
+    spoken_words = [w for s in output["segments"] for w in s["words"]]
     for cues in (
         parse_srt(file_output(output["srt"]).decode()),
         parse_vtt(file_output(output["vtt"]).decode()),
     ):
-        assert len(cues) == len(output["segments"])
-        for cue, segment in zip(cues, output["segments"], strict=True):
-            assert cue.start == pytest.approx(segment["start"], abs=0.001)
-            assert cue.end == pytest.approx(segment["end"], abs=0.001)
-            assert " ".join(cue.text.split()) == segment["text"]
+        # The same words, in readable cues that each start with their first word.
+        assert " ".join(c.text for c in cues).split() == output["text"].split()
+        starts = {round(w["start"], 3) for w in spoken_words}
+        assert all(round(c.start, 3) in starts for c in cues)
+        assert not any(b - {"too_short"} for b in rule_breaks(cues))
     assert file_output(output["vtt"]).startswith(b"WEBVTT")
 
 

@@ -13,7 +13,7 @@ from whisper_ft.transcribe import (
     language_code,
     pieces,
     quiet_windows,
-    split_words,
+    subtitle_sized,
 )
 from whisper_ft.weights import ct2_model
 from whisper_ft.wer import normalizer
@@ -23,25 +23,22 @@ def word(text: str, start: float, end: float) -> Word:
     return Word(start, end, text, 0.9)
 
 
-def test_split_words_at_sentence_ends_and_pauses():
+def test_subtitle_sized_segments_break_at_sentence_ends():
     words = [
         word(" Hello", 0.0, 0.4),
         word(" there.", 0.4, 0.8),
-        word(" How", 0.9, 1.1),
-        word(" are", 1.1, 1.3),
-        word(" you", 2.5, 2.8),
+        word(" How", 1.5, 1.7),
+        word(" are", 1.7, 1.9),
+        word(" you?", 1.9, 2.3),
     ]
-    groups = split_words(words)
-    assert ["".join(w.word for w in g).strip() for g in groups] == [
-        "Hello there.",
-        "How are",
-        "you",
-    ]
+    groups = subtitle_sized(words, 3.0)
+    assert ["".join(w.word for w in g).strip() for g in groups] == ["Hello there.", "How are you?"]
+    assert groups[0][0] is words[0]  # the words themselves, probabilities and all
 
 
-def test_split_words_keeps_segments_subtitle_sized():
+def test_subtitle_sized_segments_fit_two_lines_and_seven_seconds():
     words = [word(" word", i * 0.3, i * 0.3 + 0.25) for i in range(100)]
-    groups = split_words(words)
+    groups = subtitle_sized(words, 30.0)
     assert sum(len(g) for g in groups) == 100
     for g in groups:
         assert len("".join(w.word for w in g).strip()) <= 84

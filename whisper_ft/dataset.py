@@ -358,21 +358,72 @@ def _rel(path: Path, root: Path) -> str:
 # --- transcripts and recordings ------------------------------------------------------------
 
 
+# Byte order marks and their encodings. UTF-32 LE's mark begins with UTF-16 LE's, so the
+# UTF-32 marks are tried first.
+_BOMS = (
+    (b"\xff\xfe\x00\x00", "utf-32-le", "UTF-32 LE"),
+    (b"\x00\x00\xfe\xff", "utf-32-be", "UTF-32 BE"),
+    (b"\xef\xbb\xbf", "utf-8", "UTF-8"),
+    (b"\xff\xfe", "utf-16-le", "UTF-16 LE"),
+    (b"\xfe\xff", "utf-16-be", "UTF-16 BE"),
+)
+# Bytes that are not UTF-8 look like Windows-1252 (or Latin-1) when they decode as it into
+# Western text: few non-ASCII characters, in runs of at most this many ("é", "«\xa0"), and no
+# byte pairs that look like UTF-8 (a mixed file) or CJK text (GB2312 reads as long runs).
+_CP1252_MAX_RUN = 3
+_CP1252_MAX_SHARE = 0.2
+_NON_ASCII_RUN_RE = re.compile(r"[^\x00-\x7f]+")
+_UTF8_LIKE_RE = re.compile(rb"[\xc2-\xf4][\x80-\xbf]")
+
+
+def _decode_transcript(data: bytes, name: str) -> str:
+    """The text of a transcript file: UTF-8 (with or without a BOM), or UTF-16 or UTF-32 with
+    a BOM. Raises DatasetError naming the encoding problem and asking for UTF-8. Other legacy
+    encodings are refused, not guessed: a wrong guess would garble the words trained on."""
+    for bom, codec, label in _BOMS:
+        if data.startswith(bom):
+            try:
+                return data[len(bom) :].decode(codec)
+            except UnicodeDecodeError as e:
+                raise DatasetError(
+                    f"{name}: the text starts with a {label} byte order mark but is not valid "
+                    f"{label} (at byte {e.start + len(bom)}); save it as UTF-8"
+                ) from e
+    if data.count(0) * 4 >= len(data) > 0:
+        raise DatasetError(
+            f"{name}: the text is full of zero bytes, like UTF-16 or UTF-32 without a byte "
+            "order mark; save it as UTF-8"
+        )
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        guess = ", probably Windows-1252 or Latin-1" if _looks_like_cp1252(data) else ""
+        raise DatasetError(
+            f"{name}: the text is not UTF-8 (byte 0x{data[e.start]:02x} at position "
+            f"{e.start}{guess}); save it as UTF-8"
+        ) from e
+
+
+def _looks_like_cp1252(data: bytes) -> bool:
+    """Whether ``data`` reads as Western text in Windows-1252 (see _CP1252_MAX_RUN)."""
+    if _UTF8_LIKE_RE.search(data):
+        return False
+    try:
+        text = data.decode("cp1252")
+    except UnicodeDecodeError:  # 0x81, 0x8d, 0x8f, 0x90 and 0x9d are not Windows-1252
+        return False
+    runs = [len(run) for run in _NON_ASCII_RUN_RE.findall(text)]
+    visible = len("".join(text.split()))
+    return max(runs, default=0) <= _CP1252_MAX_RUN and sum(runs) <= _CP1252_MAX_SHARE * visible
+
+
 def read_transcript(path: Path) -> list[Cue]:
     """The cues of a .vtt/.srt file, or of a .txt file as one cue from 0 to `math.inf` (the
     whole clip: a plain text has no times). Raises DatasetError naming the file for text
-    that is not UTF-8 (a BOM is fine), a parse error (with its line), or no text at all."""
+    that cannot be decoded (see `_decode_transcript`), a parse error (with its line), or no
+    text at all."""
     path = Path(path)
-    data = path.read_bytes()
-    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
-        raise DatasetError(f"{path.name}: the text is UTF-16; save it as UTF-8")
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError as e:
-        raise DatasetError(
-            f"{path.name}: the text is not UTF-8 (byte 0x{data[e.start]:02x} at position "
-            f"{e.start}); save it as UTF-8"
-        ) from e
+    text = _decode_transcript(path.read_bytes(), path.name)
     suffix = path.suffix.lower()
     if suffix == ".txt":
         words = " ".join(text.split())

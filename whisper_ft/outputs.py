@@ -10,13 +10,23 @@ from __future__ import annotations
 import json
 import logging
 import zipfile
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 
 from whisper_ft.audio import SAMPLE_RATE, probe_duration, write_audio
-from whisper_ft.subtitles import Cue, wrap_text, write_srt, write_txt, write_vtt
+from whisper_ft.subtitles import (
+    NETFLIX_ENGLISH,
+    Cue,
+    CueRules,
+    TimedWord,
+    build_cues,
+    words_from_text,
+    write_srt,
+    write_txt,
+    write_vtt,
+)
 from whisper_ft.transcribe import Segment, Transcriber, TranscribeSettings, Transcript
 
 logger = logging.getLogger(__name__)
@@ -24,6 +34,10 @@ logger = logging.getLogger(__name__)
 FORMATS = ("txt", "srt", "vtt", "json")
 MAX_CLIP_SECONDS = 30.0  # one Whisper window: the longest clip training accepts
 CLIP_PAD_SECONDS = 0.2  # audio kept around the speech of a clip, where there is room
+ESTIMATED_NOTE = (
+    "the model gave no word timing for some speech; those cues are split by text and timed "
+    "in proportion"
+)
 
 
 @dataclass
@@ -51,6 +65,8 @@ def run_task(
     settings: TranscribeSettings,
     formats: list[str],
     out_dir: Path,
+    rules: CueRules = NETFLIX_ENGLISH,
+    highlight_words: bool = False,
 ) -> Result:
     stem = _safe_stem(audio)
     if task == "detect_language":
@@ -64,17 +80,56 @@ def run_task(
             transcript = transcriber.transcribe(audio, settings, on_piece=writer.add_piece)
         logger.info("dataset: %d clips in %s", writer.count, zip_path.name)
         return Result(transcript, files={"dataset": zip_path})
-    transcript = transcriber.transcribe(audio, settings)
-    return Result(transcript, files=write_files(transcript, formats, out_dir, stem))
+    # Subtitle cues are built from timed words, so words are aligned whenever subtitles are
+    # asked for; they stay in the returned segments only when word_timestamps was asked.
+    subtitles = bool({"srt", "vtt"} & set(formats))
+    aligned = replace(settings, word_timestamps=settings.word_timestamps or subtitles)
+    transcript = transcriber.transcribe(audio, aligned)
+    if not settings.word_timestamps:
+        segments = [replace(s, words=None) for s in transcript.segments]
+        files = write_files(transcript, formats, out_dir, stem, rules, highlight_words, segments)
+        return Result(replace(transcript, segments=segments), files=files)
+    files = write_files(transcript, formats, out_dir, stem, rules, highlight_words)
+    return Result(transcript, files=files)
 
 
-def write_files(transcript: Transcript, formats: list[str], out_dir: Path, stem: str) -> dict:
-    cues = [Cue(s.start, s.end, wrap_text(s.text)) for s in transcript.segments]
+def transcript_cues(
+    transcript: Transcript, rules: CueRules = NETFLIX_ENGLISH
+) -> tuple[list[Cue], bool]:
+    """The transcript's subtitle cues, and whether their word times are estimated: a segment
+    whose words carry no timing is split by its text, in proportion to time."""
+    words: list[TimedWord] = []
+    estimated = False
+    for segment in transcript.segments:
+        if segment.words:
+            words += [TimedWord(w.start, w.end, w.word) for w in segment.words]
+        else:
+            estimated = estimated or bool(segment.text.strip())
+            words += words_from_text(segment.start, segment.end, segment.text)
+    return build_cues(words, rules, transcript.duration), estimated
+
+
+def write_files(
+    transcript: Transcript,
+    formats: list[str],
+    out_dir: Path,
+    stem: str,
+    rules: CueRules = NETFLIX_ENGLISH,
+    highlight_words: bool = False,
+    segments: list[Segment] | None = None,
+) -> dict:
+    """Write the asked formats; `segments` replaces the transcript's in the JSON file."""
+    cues, estimated = transcript_cues(transcript, rules)
+    note = ""
+    if estimated and {"srt", "vtt"} & set(formats):
+        note = ESTIMATED_NOTE
+        logger.warning("subtitles: %s", note)
+    shown = transcript if segments is None else replace(transcript, segments=segments)
     writers = {
-        "txt": lambda: write_txt(cues),
-        "srt": lambda: write_srt(cues),
-        "vtt": lambda: write_vtt(cues),
-        "json": lambda: json.dumps(asdict(transcript), ensure_ascii=False, indent=2) + "\n",
+        "txt": lambda: write_txt([Cue(s.start, s.end, s.text) for s in transcript.segments]),
+        "srt": lambda: write_srt(cues, highlight_words),
+        "vtt": lambda: write_vtt(cues, highlight_words, note),
+        "json": lambda: json.dumps(asdict(shown), ensure_ascii=False, indent=2) + "\n",
     }
     files = {}
     for name in formats:

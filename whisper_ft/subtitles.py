@@ -12,12 +12,12 @@ Everything here is pure (strings in, strings out); file and audio handling lives
 
 from __future__ import annotations
 
-import html
+import html.entities
 import logging
 import math
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from decimal import ROUND_HALF_UP, Decimal
 
 __all__ = [
@@ -45,14 +45,34 @@ _TIMESTAMP_RE = re.compile(r"(-)?(?:([0-9]+):)?([0-9]{1,2}):([0-9]{1,2})[.,]([0-
 _VTT_HEADER_RE = re.compile(r"WEBVTT(?:[ \t].*)?")
 # WebVTT blocks that carry no cue text (comments, CSS, region definitions).
 _VTT_SKIP_BLOCK_RE = re.compile(r"(?:NOTE|STYLE|REGION)(?:[ \t].*)?")
-# Any WebVTT tag: <v Speaker>, <i>, </b>, <c.class>, <lang en>, inline <00:00:01.000>.
+# A complete WebVTT tag on one line: <v Speaker>, <i>, </b>, <c.class>, <lang en>, inline
+# <00:00:01.000>.
 _VTT_TAG_RE = re.compile(r"<[^>\n]*>")
-# The formatting tags SRT players understand; other "<...>" text (e.g. "<3") is kept.
-_SRT_TAG_RE = re.compile(r"</?(?:i|b|u|s|font)(?:\s[^>]*)?>", re.IGNORECASE)
-# ASS/SSA override codes that some SRT files carry, e.g. {\an8} or {\i1}.
-_SRT_STYLE_CODE_RE = re.compile(r"\{\\[^{}]*\}")
-# HTML character references; the ";" is required so that "AT&T" or "&notes" stay as they are.
-_ENTITY_RE = re.compile(r"&(?:[A-Za-z][A-Za-z0-9]*|#[0-9]+|#[xX][0-9A-Fa-f]+);")
+# A WebVTT tag left open ("<i text", "</c", "&<"): as in the spec, it runs to the next ">", even
+# on a later line, or to the end of the cue, and players show none of it. A "<" followed by a
+# space and more text on its line ("a < b") is kept as text: a literal "<" is the likelier intent.
+_VTT_OPEN_TAG_RE = re.compile(r"<(?:[^\s>]|[^\S\n]*(?:\n|\Z))[^>]*(?:>|\Z)")
+# An inline word timestamp (<00:00:01.310>), as in YouTube's auto-captions.
+_VTT_WORD_TIME_RE = re.compile(r"<(?:[0-9]+:)?[0-9]{2}:[0-9]{2}\.[0-9]{3}>")
+# The formatting tags SRT players understand, also written loosely ("< /  i >"), and one cut
+# off at the end of a line ("<font color=red"). Other "<" text (e.g. "2<3", "a < b") is kept.
+_SRT_TAG_RE = re.compile(r"<[ \t]*/?[ \t]*(?:[ibus]|font(?:[ \t][^<>\n]*)?)[ \t]*>", re.I)
+_SRT_OPEN_TAG_RE = re.compile(r"</?(?:[ibus]|font(?:[ \t][^<>\n]*)?)[ \t]*$", re.I | re.M)
+# Any other closed tag, name first ("<wwww>", "</xyz>", "<tag par=5>"): players hide it.
+_SRT_OTHER_TAG_RE = re.compile(r"</?[A-Za-z][\w-]*(?:\s[^<>\n]*)?>")
+# ASS/SSA override blocks ({\an8}, {\i1}) and MicroDVD-style codes ({Y:i}, {c:$0000FF}) that
+# some SRT files carry; "{normal text}" is kept.
+_STYLE_CODE_RE = re.compile(r"\{(?:\\[^{}]*|[A-Za-z]:[^{}]*)\}")
+# ASS line breaks in SRT text: \N (forced) and \n (soft); \h is a hard space.
+_ASS_BREAK_RE = re.compile(r"\\[Nn]")
+_ASS_HARD_SPACE = "\\h"
+# HTML character references with their ";", and the legacy names that HTML also reads without
+# one ("&amp", "&not") when no letter or digit follows, so that "&notes" stays as it is.
+_LEGACY_ENTITIES = sorted((n for n in html.entities.html5 if not n.endswith(";")), key=len)
+_ENTITY_RE = re.compile(
+    r"&(?:[A-Za-z][A-Za-z0-9]*|#[0-9]+|#[xX][0-9A-Fa-f]+);"
+    rf"|&(?:{'|'.join(reversed(_LEGACY_ENTITIES))})(?![A-Za-z0-9])"
+)
 # A bare cue number (SRT numbering or a numeric WebVTT identifier).
 _NUMBER_RE = re.compile(r"[0-9]+")
 # "-->" (or "--->") would end the text and start a timing line; SRT has no escape for it.
@@ -70,6 +90,8 @@ class Cue:
     start: float  # seconds
     end: float  # seconds
     text: str
+    # (start, end, text) of each spoken word, for karaoke-style output; () when unknown
+    words: tuple[tuple[float, float, str], ...] = ()
 
 
 class SubtitleError(ValueError):
@@ -97,7 +119,8 @@ def parse_subtitles(text: str, suffix: str) -> list[Cue]:
 def parse_vtt(text: str) -> list[Cue]:
     """Parse WebVTT text into cues, in file order. An empty file gives ``[]``.
 
-    A missing "WEBVTT" header is tolerated (with a warning) when the rest parses.
+    A missing "WEBVTT" header is tolerated (with a warning) when the rest parses. YouTube's
+    rolling auto-captions are read as what was said, each line once (see `_unroll`).
     """
     blocks = _split_blocks(text)
     if not blocks:
@@ -117,12 +140,13 @@ def parse_vtt(text: str) -> list[Cue]:
         else:
             cue_blocks.append(block)
     try:
-        cues = _parse_blocks(cue_blocks, _clean_vtt_line)
+        raw = _parse_blocks(cue_blocks, _clean_vtt_text)
     except SubtitleError as exc:
         if has_header:
             raise
         hint = "; also, the file does not start with 'WEBVTT' (is it a WebVTT file?)"
         raise SubtitleError(exc.reason + hint, exc.line) from None
+    cues = _finish_cues(raw, word_times=_VTT_WORD_TIME_RE.search(text) is not None)
     if not has_header:
         logger.warning("WebVTT file has no 'WEBVTT' header line; parsed %d cues anyway", len(cues))
     return cues
@@ -137,33 +161,55 @@ def parse_srt(text: str) -> list[Cue]:
     if blocks and _VTT_HEADER_RE.fullmatch(blocks[0][0][1].strip()):
         logger.warning("SRT file starts with 'WEBVTT'; parsing it as WebVTT")
         return parse_vtt(text)
-    return _parse_blocks(blocks, _clean_srt_line)
+    return _finish_cues(_parse_blocks(blocks, _clean_srt_text), word_times=False)
 
 
 def _split_blocks(text: str) -> list[list[_Line]]:
-    """Split text into blocks of non-blank lines (whitespace-only lines count as blank)."""
+    """Split text into blocks of non-blank lines.
+
+    A whitespace-only line counts as blank (hand-edited files often leave spaces on the line
+    between cues), except directly after a timing line: YouTube's auto-captions put a line
+    holding one space there, and the cue's text follows it.
+    """
     blocks: list[list[_Line]] = []
     current: list[_Line] = []
+    after_timing = False
     for number, line in enumerate(_NEWLINE_RE.split(text.removeprefix("\ufeff")), start=1):
-        if line.strip():
+        if line.strip() or (line and after_timing):
             current.append((number, line))
-        elif current:
-            blocks.append(current)
-            current = []
+            after_timing = "-->" in line or (after_timing and not line.strip())
+        else:
+            if current:
+                blocks.append(current)
+                current = []
+            after_timing = False
     if current:
         blocks.append(current)
     return blocks
 
 
-def _parse_blocks(blocks: list[list[_Line]], clean: Callable[[str], str]) -> list[Cue]:
-    """Turn blocks of "[identifier] / timing line / text lines" into cues."""
-    cues: list[Cue] = []
+@dataclass(frozen=True)
+class _RawCue:
+    """A cue as read, before empty and repeated cues are dropped."""
+
+    line: int  # the line number of its timing line
+    start: float
+    end: float
+    lines: tuple[str, ...]  # cleaned text lines, none blank
+
+
+def _parse_blocks(
+    blocks: list[list[_Line]], clean: Callable[[list[str]], list[str]]
+) -> list[_RawCue]:
+    """Turn blocks of "[identifier] / timing line / text lines" into cues (empty ones too)."""
+    cues: list[_RawCue] = []
     for block in blocks:
         timings = [i for i, (_, line) in enumerate(block) if "-->" in line]
         if not timings or timings[0] > 1:
             raise SubtitleError(
                 f"text outside any cue: {block[0][1].strip()!r} (every cue needs a timing line"
-                f" like {_TIMING_EXAMPLE}; a blank line inside a cue's text ends the cue)",
+                f" like {_TIMING_EXAMPLE}; a blank line inside a cue's text ends the cue, and so"
+                " does a line holding only spaces after the first text line)",
                 block[0][0],
             )
         for k, first in enumerate(timings):
@@ -176,12 +222,8 @@ def _parse_blocks(blocks: list[list[_Line]], clean: Callable[[str], str]) -> lis
                     last -= 1
             number, timing = block[first]
             start, end = _parse_timing(number, timing)
-            lines = (clean(line) for _, line in block[first + 1 : last])
-            text = "\n".join(line for line in lines if line)
-            if text:
-                cues.append(Cue(start, end, text))
-            else:
-                logger.debug("line %d: dropping cue with no text", number)
+            text_lines = clean([line for _, line in block[first + 1 : last]])
+            cues.append(_RawCue(number, start, end, tuple(text_lines)))
     return cues
 
 
@@ -194,13 +236,22 @@ def _parse_timing(number: int, line: str) -> tuple[float, float]:
             f"malformed timing line {line.strip()!r}; expected e.g. {_TIMING_EXAMPLE}", number
         )
     start = _parse_timestamp(number, left.strip(), line)
-    end = _parse_timestamp(number, tokens[0], line)
+    end = _parse_timestamp(number, _end_time_token(tokens[0]), line)
     if end < start:
         raise SubtitleError(
             f"cue ends ({tokens[0]}) before it starts ({left.strip()}); check the timing line",
             number,
         )
     return start, end
+
+
+def _end_time_token(token: str) -> str:
+    """The end time in the first token after "-->", also when a cue setting follows it with no
+    space ("00:01.000line:40%"): WebVTT reads that as the time, then the setting."""
+    match = _TIMESTAMP_RE.match(token)
+    if match and token[match.end() : match.end() + 1].isalpha():
+        return token[: match.end()]
+    return token
 
 
 def _parse_timestamp(number: int, token: str, line: str) -> float:
@@ -221,17 +272,106 @@ def _parse_timestamp(number: int, token: str, line: str) -> float:
     return millis / 1000  # exact division: "01.234" gives the same float as the literal 1.234
 
 
+# Cue text: what was said, without markup.
+
+
+def _text_lines(text: str) -> list[str]:
+    """The non-blank lines of ``text``, stripped."""
+    return [line.strip() for line in _NEWLINE_RE.split(text) if line.strip()]
+
+
 def _unescape_entities(text: str) -> str:
     return _ENTITY_RE.sub(lambda m: html.unescape(m.group()), text)
 
 
-def _clean_vtt_line(line: str) -> str:
-    return _unescape_entities(_VTT_TAG_RE.sub("", line)).strip()
+def _clean_vtt_text(lines: list[str]) -> list[str]:
+    """A WebVTT cue's lines as spoken: tags (closed or left open, which may span lines)
+    removed, character references decoded. Braces are WebVTT text, kept as they are."""
+    text = _VTT_OPEN_TAG_RE.sub("", _VTT_TAG_RE.sub("", "\n".join(lines)))
+    return _text_lines(_unescape_entities(text))
 
 
-def _clean_srt_line(line: str) -> str:
-    line = _SRT_STYLE_CODE_RE.sub("", _SRT_TAG_RE.sub("", line))
-    return _unescape_entities(line).strip()
+def _clean_srt_text(lines: list[str]) -> list[str]:
+    """An SRT cue's lines as spoken: ASS/MicroDVD codes and tags removed, ASS line breaks
+    (\\N, \\n) split the line, hard spaces (\\h) become spaces, references decoded."""
+    text = _STYLE_CODE_RE.sub("", "\n".join(lines))
+    text = _ASS_BREAK_RE.sub("\n", text).replace(_ASS_HARD_SPACE, " ")
+    for tag in (_SRT_TAG_RE, _SRT_OPEN_TAG_RE, _SRT_OTHER_TAG_RE):
+        text = tag.sub("", text)
+    return _text_lines(_unescape_entities(text))
+
+
+# Rolling captions and repeats.
+#
+# YouTube's auto-captions (as yt-dlp writes them, or converted to SRT) roll: each cue shows the
+# previous cue's last line above the new one, and a 10 ms cue between two of them repeats the
+# text again. Read naively, every line would be trained on two or three times.
+
+# Shorter than this, a cue holds no speech of its own (YouTube's repeats last 10 ms).
+_TINY_CUE_SECONDS = 0.05
+# Without inline word times, at least this many cues must roll before a file counts as rolling.
+_MIN_ROLLING_CUES = 3
+
+
+def _finish_cues(raw: list[_RawCue], word_times: bool) -> list[Cue]:
+    """The cues that have text, in file order. Rolling captions are unrolled first; a tiny cue
+    that only repeats the previous cue's text is dropped (it adds no speech)."""
+    if _is_rolling(raw, word_times):
+        logger.info("rolling (YouTube-style) captions: keeping each line once")
+        raw = _unroll(raw)
+    cues: list[Cue] = []
+    for cue in raw:
+        text = "\n".join(cue.lines)
+        if not text:
+            logger.debug("line %d: dropping cue with no text", cue.line)
+        elif cues and _is_tiny(cue) and text == cues[-1].text:
+            logger.debug("line %d: dropping a tiny cue that repeats the one before", cue.line)
+        else:
+            cues.append(Cue(cue.start, cue.end, text))
+    return cues
+
+
+def _is_tiny(cue: _RawCue) -> bool:
+    return cue.end - cue.start < _TINY_CUE_SECONDS
+
+
+def _rolls_on(prev: _RawCue | None, cue: _RawCue) -> bool:
+    """Whether ``cue`` starts with the line that ``prev`` ended with (spacing aside)."""
+    if prev is None or not prev.lines or not cue.lines:
+        return False
+    return prev.lines[-1].split() == cue.lines[0].split()
+
+
+def _is_rolling(raw: list[_RawCue], word_times: bool) -> bool:
+    """Whether the cues roll like YouTube's: multi-line cues whose first line repeats the last
+    line of the cue before. It must hold for at least half of the multi-line cues, and for
+    several of them unless the file also has inline word times (<00:00:01.310>), YouTube's
+    other mark; so a normal file that repeats a line in two ordinary cues keeps both."""
+    multi = [k for k, cue in enumerate(raw) if len(cue.lines) > 1]
+    rolling = sum(_rolls_on(raw[k - 1] if k else None, raw[k]) for k in multi)
+    if rolling == 0 or 2 * rolling < len(multi):
+        return False
+    return word_times or rolling >= _MIN_ROLLING_CUES
+
+
+def _unroll(raw: list[_RawCue]) -> list[_RawCue]:
+    """Each line of rolling captions once: a cue loses a first line that repeats the previous
+    cue's last line. Where a conversion to SRT left a cue empty, its words appear in the tiny
+    cue right after it; that cue then starts when the empty one did, when they were said."""
+    unrolled = []
+    for k, cue in enumerate(raw):
+        prev = raw[k - 1] if k else None
+        lines = cue.lines[1:] if _rolls_on(prev, cue) else cue.lines
+        start = prev.start if lines and _said_in_empty_cue(prev, cue) else cue.start
+        unrolled.append(_RawCue(cue.line, start, cue.end, lines))
+    return unrolled
+
+
+def _said_in_empty_cue(prev: _RawCue | None, cue: _RawCue) -> bool:
+    """Whether tiny ``cue`` directly follows an empty ``prev`` (whose words it shows)."""
+    if prev is None or prev.lines or not _is_tiny(cue):
+        return False
+    return abs(cue.start - prev.end) < _TINY_CUE_SECONDS
 
 
 # --- writing -------------------------------------------------------------------------------
@@ -295,17 +435,82 @@ def _escape_vtt(line: str) -> str:
     return line.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
-def write_vtt(cues: Sequence[Cue]) -> str:
-    """WebVTT text: "WEBVTT", a blank line, then blank-line-separated cues."""
-    blocks = _write_blocks(cues, ".", _escape_vtt)
+def write_vtt(cues: Sequence[Cue], highlight_words: bool = False, note: str = "") -> str:
+    """WebVTT text: "WEBVTT", a blank line, then blank-line-separated cues.
+
+    `highlight_words`: each word of a cue that has `words` is preceded by a WebVTT timestamp
+    tag (`<00:00:01.250>word`), which players use for karaoke-style highlighting. `note`: a
+    NOTE block after the header (e.g. how the cues were timed)."""
+    if highlight_words:
+        cues = [replace(c, text=_karaoke_vtt(c)) if c.words else c for c in cues]
+        escape = _escape_vtt_text
+    else:
+        escape = _escape_vtt
+    blocks = _write_blocks(cues, ".", escape)
+    if note:
+        blocks.insert(0, "NOTE " + " ".join(note.replace("-->", "->").split()))
     return "WEBVTT\n\n" + "\n\n".join(blocks) + "\n" if blocks else "WEBVTT\n"
 
 
-def write_srt(cues: Sequence[Cue]) -> str:
-    """SRT text, cues numbered from 1. "-->" in text is written as "->" (SRT cannot escape it)."""
+def write_srt(cues: Sequence[Cue], highlight_words: bool = False) -> str:
+    """SRT text, cues numbered from 1. "-->" in text is written as "->" (SRT cannot escape it).
+
+    `highlight_words`: a cue that has `words` becomes one cue per word, the cue's text with
+    that word underlined (`<u>word</u>`), as openai-whisper and whisperX write it."""
+    if highlight_words:
+        cues = [part for c in cues for part in (_karaoke_srt(c) if c.words else [c])]
     blocks = _write_blocks(cues, ",", lambda line: _SRT_ARROW_RE.sub("->", line))
     numbered = (f"{number}\n{block}" for number, block in enumerate(blocks, start=1))
     return "\n\n".join(numbered) + "\n" if blocks else ""
+
+
+_TAG_MARK = "\x00"  # stands for "<" of a tag we write, until the text around it is escaped
+
+
+def _escape_vtt_text(line: str) -> str:
+    """Escape text, keeping the timestamp tags `_karaoke_vtt` marked."""
+    return _escape_vtt(line).replace(_TAG_MARK, "<").replace("\x01", ">")
+
+
+def _word_lines(cue: Cue) -> list[list[int]]:
+    """Indices into cue.words of the words on each of the cue's lines."""
+    lines, k = [], 0
+    for line in _cue_lines(cue):
+        count = len(line.split())
+        lines.append(list(range(k, min(k + count, len(cue.words)))))
+        k += count
+    return lines
+
+
+def _karaoke_vtt(cue: Cue) -> str:
+    lines, last = [], _to_millis(cue.start)
+    for indices in _word_lines(cue):
+        parts = []
+        for k in indices:
+            text = cue.words[k][2]
+            millis = max(_to_millis(cue.words[k][0]), last + 1)
+            if k > 0 and millis < _to_millis(cue.end):  # tags must fall inside the cue
+                text = f"{_TAG_MARK}{_format_millis(millis, '.', True)}\x01{text}"
+                last = millis
+            parts.append(text)
+        lines.append(" ".join(parts))
+    return "\n".join(lines)
+
+
+def _karaoke_srt(cue: Cue) -> list[Cue]:
+    lines = _word_lines(cue)
+    starts = [cue.start] + [max(w[0], cue.start) for w in cue.words[1:]] + [cue.end]
+    parts = []
+    for k in range(len(cue.words)):
+        start, end = max(starts[: k + 1]), min(max(starts[k + 1], cue.start), cue.end)
+        if end <= start:
+            continue
+        text = "\n".join(
+            " ".join(f"<u>{cue.words[i][2]}</u>" if i == k else cue.words[i][2] for i in line)
+            for line in lines
+        )
+        parts.append(Cue(start, end, text))
+    return parts
 
 
 def write_txt(cues: Sequence[Cue]) -> str:
@@ -316,28 +521,39 @@ def write_txt(cues: Sequence[Cue]) -> str:
 
 # --- line wrapping -------------------------------------------------------------------------
 
+_LINE_BREAK_WEIGHT = 40.0  # a break_cost of 20 (after "the") outweighs lines 42/20 vs 31/31
 
-def wrap_text(text: str, width: int = 42, max_lines: int = 2) -> str:
+
+def wrap_text(
+    text: str, width: int = 42, max_lines: int = 2, penalties: Sequence[float] = ()
+) -> str:
     """Re-flow ``text`` into at most ``max_lines`` balanced lines of up to ``width`` characters.
 
-    Uses the fewest lines that fit, splitting at spaces so the lines are as even as possible.
-    Text too long for ``max_lines`` lines still gets ``max_lines`` balanced lines, longer than
-    ``width``: no words are dropped. Existing line breaks and runs of whitespace are collapsed.
+    Uses the fewest lines that fit, splitting at spaces so the lines are as even as possible
+    and, given ``penalties`` (per word, the `break_cost` of a line starting there), away from
+    bad places to break. Text too long for ``max_lines`` lines still gets ``max_lines``
+    balanced lines, longer than ``width``: no words are dropped. Existing line breaks and runs
+    of whitespace are collapsed.
     """
     if width < 1 or max_lines < 1:
         raise ValueError(f"width and max_lines must be at least 1, got {width}, {max_lines}")
     words = text.split()
+    penalties = penalties if len(penalties) == len(words) else ()
     for count in range(1, min(max_lines, len(words)) + 1):
-        lines = _balanced_lines(words, count, width)
+        lines = _balanced_lines(words, count, width, penalties)
         if lines is not None:
             return "\n".join(lines)
-    lines = _balanced_lines(words, min(max_lines, len(words)), math.inf)
+    lines = _balanced_lines(words, min(max_lines, len(words)), math.inf, penalties)
     return "\n".join(lines or [])
 
 
-def _balanced_lines(words: list[str], count: int, limit: float) -> list[str] | None:
+def _balanced_lines(
+    words: list[str], count: int, limit: float, penalties: Sequence[float] = ()
+) -> list[str] | None:
     """Split words into exactly ``count`` lines of at most ``limit`` characters, minimising
-    the sum of squared line lengths (i.e. as even as possible); None if impossible."""
+    the sum of squared line lengths (i.e. as even as possible) plus, for a line that ends
+    before word k, ``penalties[k]`` (a `break_cost`) in units of a few characters squared;
+    None if impossible."""
     if not words:
         return []
     total = len(words)
@@ -357,6 +573,8 @@ def _balanced_lines(words: list[str], count: int, limit: float) -> list[str] | N
             for i, (cost, _) in best[-1].items():
                 if i < j and length(i, j) <= limit:
                     candidate = cost + length(i, j) ** 2
+                    if penalties and j < total:
+                        candidate += _LINE_BREAK_WEIGHT * penalties[j]
                     if j not in row or candidate < row[j][0]:
                         row[j] = (candidate, i)
         best.append(row)
@@ -368,3 +586,278 @@ def _balanced_lines(words: list[str], count: int, limit: float) -> list[str] | N
         lines_out.append(" ".join(words[i:j]))
         j = i
     return lines_out[::-1]
+
+
+# --- cues from timed words -----------------------------------------------------------------
+#
+# Every transcription path (short or long audio, sequential or batched, VAD, translation)
+# ends here: its timed words become cues that a viewer can read. The rules default to
+# Netflix's English timed-text guide; the user may set the width, lines, duration and words.
+
+
+@dataclass(frozen=True)
+class CueRules:
+    """What a readable cue is. Defaults: Netflix's English timed-text style guide."""
+
+    max_line_width: int = 42  # characters on a line
+    max_line_count: int = 2  # lines on screen at once
+    max_cue_seconds: float = 7.0  # longest time on screen
+    max_words_per_cue: int = 0  # 0: no limit
+    min_cue_seconds: float = 5 / 6  # shortest time on screen (20 frames), where speech allows
+    max_chars_per_second: float = 20.0  # reading speed, spaces and punctuation counted
+    gap_seconds: float = 2 / 24  # blank time between two cues (two frames)
+
+    def validate(self) -> CueRules:
+        if not 1 <= self.max_line_width <= 200:
+            raise ValueError(f"max_line_width: {self.max_line_width} is outside 1..200")
+        if not 1 <= self.max_line_count <= 10:
+            raise ValueError(f"max_line_count: {self.max_line_count} is outside 1..10")
+        if not 1.0 <= self.max_cue_seconds <= 60.0:
+            raise ValueError(f"max_cue_seconds: {self.max_cue_seconds} is outside 1..60")
+        if not 0 <= self.max_words_per_cue <= 100:
+            raise ValueError(f"max_words_per_cue: {self.max_words_per_cue} is outside 0..100")
+        return self
+
+    @property
+    def max_chars(self) -> int:
+        return self.max_line_width * self.max_line_count
+
+
+NETFLIX_ENGLISH = CueRules()
+
+
+@dataclass(frozen=True)
+class TimedWord:
+    """A word with its spoken time; `text` has no surrounding spaces."""
+
+    start: float
+    end: float
+    text: str
+
+
+# Words after which a line or cue should not end: articles, prepositions, conjunctions,
+# possessives and titles belong with the word that follows (English, and the commonest of
+# French, Spanish, German and Italian).
+_BINDING_WORDS = frozenset(
+    "a an the of to in on at by for with from into onto upon about over under as and or "  # noqa: SIM905
+    "but nor if than that my your his her its our their this these those i not very mr "
+    "mrs ms dr st le la les un une des du de au aux et el los las y del en der die das "
+    "ein eine und zu von mit il lo gli".split()
+)
+_ABBREVIATIONS = frozenset("mr. mrs. ms. dr. st. vs. etc. e.g. i.e. no. jr. sr.".split())  # noqa: SIM905
+_SENTENCE_END_RE = re.compile(r"[.?!。？！…][\"'”’)\]]*$")
+_CLAUSE_END_RE = re.compile(r"[,;:–—][\"'”’)\]]*$|-$")
+_NUMBER_UNITS = frozenset("% percent per cent million billion thousand hundred".split())  # noqa: SIM905
+PAUSE_BREAK_SECONDS = 0.3  # a silence this long between words is a natural place to break
+
+# Costs of ending a cue (or a line) between two words: lower is a better place.
+_COST_SENTENCE, _COST_CLAUSE, _COST_PAUSE, _COST_PLAIN = 0.0, 2.0, 3.0, 6.0
+_COST_BINDING = 20.0  # after an article, a preposition, ...: almost never
+_COST_NUMBER = 20.0  # inside a number ("8 x 7", "10 percent")
+_COST_NAME = 8.0  # between two capitalised words ("Edgar Allan", "New York")
+_COST_CUE = 1.0  # each cue: fewer, fuller cues when nothing else decides
+_COST_SENTENCES_JOINED = 1.0  # each sentence end inside a cue: one sentence a cue, preferably
+_COST_TOO_FAST = 10.0  # a cue read faster than the rule allows (plus its excess)
+_COST_TOO_SHORT = 10.0  # a cue on screen less than the minimum
+
+
+def is_sentence_end(word: str) -> bool:
+    return bool(_SENTENCE_END_RE.search(word)) and word.lower() not in _ABBREVIATIONS
+
+
+def break_cost(before: TimedWord, after: TimedWord) -> float:
+    """How bad a place to end a cue or a line, between `before` and `after`."""
+    if is_sentence_end(before.text):
+        return _COST_SENTENCE
+    if _CLAUSE_END_RE.search(before.text):
+        cost = _COST_CLAUSE
+    elif after.start - before.end >= PAUSE_BREAK_SECONDS:
+        cost = _COST_PAUSE
+    else:
+        cost = _COST_PLAIN
+    bare = before.text.lower().strip("\"'“‘(")
+    if bare in _BINDING_WORDS:
+        cost += _COST_BINDING
+    if any(c.isdigit() for c in before.text) and (
+        after.text[:1].isdigit() or after.text.lower().strip(".,") in _NUMBER_UNITS
+    ):
+        cost += _COST_NUMBER
+    if before.text[:1].isupper() and after.text[:1].isupper() and bare != "i":
+        cost += _COST_NAME
+    return cost
+
+
+def lines_needed(lengths: Sequence[int], width: int) -> int:
+    """Fewest lines of at most `width` characters holding words of these lengths in order
+    (filling each line greedily is optimal); a word longer than `width` gets a line alone."""
+    lines, used = 0, 0
+    for length in lengths:
+        if lines and used + 1 + length <= width:
+            used += 1 + length
+        else:
+            lines, used = lines + 1, length
+    return lines
+
+
+def group_words(
+    words: Sequence[TimedWord], rules: CueRules = NETFLIX_ENGLISH, end_of_audio: float | None = None
+) -> list[list[TimedWord]]:
+    """Split timed words into cues: the split with the lowest total cost (dynamic
+    programming) among those whose every cue fits the width, lines, duration and word
+    limits. A cue costs more when it is read too fast or shown too briefly (counting the
+    pause after it that it may extend into), and each break costs what `break_cost` says."""
+    rules = rules.validate()
+    n = len(words)
+    if n == 0:
+        return []
+    last_end = words[-1].end if end_of_audio is None else max(end_of_audio, words[-1].end)
+    breaks = [0.0] + [break_cost(words[k - 1], words[k]) for k in range(1, n)]
+    best = [0.0] + [math.inf] * n  # best[j]: lowest cost of cues covering words[:j]
+    choice = [0] * (n + 1)
+    for j in range(1, n + 1):
+        next_start = words[j].start if j < n else last_end + 1.0
+        chars = -1
+        for i in range(j - 1, -1, -1):  # the cue words[i:j], growing backwards
+            chars += len(words[i].text) + 1
+            single = i == j - 1  # one word always makes a cue, whatever its size
+            if not single and (
+                chars > rules.max_chars
+                or words[j - 1].end - words[i].start > rules.max_cue_seconds
+                or (rules.max_words_per_cue and j - i > rules.max_words_per_cue)
+                or (
+                    chars > rules.max_line_width
+                    and _lines(words[i:j], rules) > rules.max_line_count
+                )
+            ):
+                break
+            cost = best[i] + breaks[i] + _cue_cost(words[i:j], chars, next_start, rules)
+            if chars > rules.max_line_width:  # the best place to break its lines
+                cost += _line_break_cost(words, breaks, i, j, rules.max_line_width)
+            if cost < best[j]:
+                best[j], choice[j] = cost, i
+    groups, j = [], n
+    while j > 0:
+        groups.append(list(words[choice[j] : j]))
+        j = choice[j]
+    return groups[::-1]
+
+
+def _line_break_cost(words, breaks, i: int, j: int, width: int) -> float:
+    """The lowest break cost at which words[i:j] split into two lines that fit (0 when
+    they need more than two: their wrapping decides)."""
+    total = sum(len(w.text) for w in words[i:j]) + (j - i - 1)
+    first, lowest = -1, math.inf
+    for k in range(i + 1, j):  # the second line starts at words[k]
+        first += len(words[k - 1].text) + 1
+        if first <= width and total - first - 1 <= width:
+            lowest = min(lowest, breaks[k])
+    return 0.0 if lowest == math.inf else lowest
+
+
+def _lines(words: Sequence[TimedWord], rules: CueRules) -> int:
+    return lines_needed([len(w.text) for w in words], rules.max_line_width)
+
+
+def _cue_cost(words: Sequence[TimedWord], chars: int, next_start: float, rules) -> float:
+    start = words[0].start
+    shown = _display_end(start, words[-1].end, chars, next_start, rules) - start
+    cost = _COST_CUE + _COST_SENTENCES_JOINED * sum(is_sentence_end(w.text) for w in words[:-1])
+    if shown <= 0 or chars / shown > rules.max_chars_per_second:
+        speed = chars / max(shown, 1e-3)
+        cost += _COST_TOO_FAST * (1.0 + speed / rules.max_chars_per_second)
+    if shown < rules.min_cue_seconds:
+        cost += _COST_TOO_SHORT
+    return cost
+
+
+def _display_end(start: float, spoken_end: float, chars: int, next_start: float, rules) -> float:
+    """When a cue leaves the screen: once it has been read (and shown the minimum time), at
+    the earliest when its last word ends; a gap before the next cue; never past the maximum."""
+    wanted = max(
+        spoken_end, start + rules.min_cue_seconds, start + chars / rules.max_chars_per_second
+    )
+    latest = min(next_start - rules.gap_seconds, start + rules.max_cue_seconds)
+    if latest > start:  # the last word may lose up to a gap's time to the next cue
+        return min(wanted, latest)
+    return max(start, min(spoken_end, next_start))  # no room for a gap: until the next cue
+
+
+def build_cues(
+    words: Sequence[TimedWord], rules: CueRules = NETFLIX_ENGLISH, end_of_audio: float | None = None
+) -> list[Cue]:
+    """Readable cues from timed words: grouped by `group_words`, each wrapped into balanced
+    lines that do not end on a bad break, shown from its first word until it has been read,
+    a small gap before the next. `Cue.words` keeps the words for karaoke-style output."""
+    words = _ordered(words)
+    groups = group_words(words, rules, end_of_audio)
+    last_end = words[-1].end if words else 0.0
+    if end_of_audio is not None:
+        last_end = max(last_end, end_of_audio)
+    cues = []
+    for k, group in enumerate(groups):
+        text = _wrap_words(group, rules)
+        chars = len(text.replace("\n", " "))
+        next_start = groups[k + 1][0].start if k + 1 < len(groups) else last_end + rules.gap_seconds
+        start = group[0].start
+        end = _display_end(start, group[-1].end, chars, next_start, rules)
+        timed = tuple((w.start, w.end, w.text) for w in group)
+        # Whole milliseconds, the end rounded up: a cue shown the minimum stays up the minimum.
+        end = math.ceil(round(end * 1000, 6)) / 1000
+        cues.append(Cue(round(start, 3), end, text, timed))
+    return cues
+
+
+def _ordered(words: Sequence[TimedWord]) -> list[TimedWord]:
+    """Words with text, in time order, each ending no earlier than it starts."""
+    out: list[TimedWord] = []
+    for w in words:
+        for text in w.text.split():  # a "word" holding a space becomes two, same times
+            start = max(w.start, out[-1].start if out else 0.0)
+            out.append(TimedWord(start, max(w.end, start), text))
+    return out
+
+
+def _wrap_words(group: Sequence[TimedWord], rules: CueRules) -> str:
+    penalties = [0.0] + [break_cost(group[k - 1], group[k]) for k in range(1, len(group))]
+    text = " ".join(w.text for w in group)
+    return wrap_text(text, rules.max_line_width, rules.max_line_count, penalties)
+
+
+def words_from_text(start: float, end: float, text: str) -> list[TimedWord]:
+    """Words of a segment that carries no word timing, timed in proportion to their place
+    in the text (an estimate: the output says so)."""
+    tokens = text.split()
+    total = sum(len(t) + 1 for t in tokens) or 1
+    words, done = [], 0
+    for token in tokens:
+        begin = start + (end - start) * done / total
+        done += len(token) + 1
+        words.append(TimedWord(begin, start + (end - start) * (done - 1) / total, token))
+    return words
+
+
+def rule_breaks(cues: Sequence[Cue], rules: CueRules = NETFLIX_ENGLISH) -> list[set[str]]:
+    """For each cue, the rules it breaks: "width", "lines", "too_long", "too_short",
+    "too_fast", "words", "overlap" (it runs into the next cue)."""
+    found = []
+    for k, cue in enumerate(cues):
+        lines = _cue_lines(cue)
+        chars = len(" ".join(lines))
+        shown = cue.end - cue.start
+        broken = set()
+        if any(len(line) > rules.max_line_width for line in lines):
+            broken.add("width")
+        if len(lines) > rules.max_line_count:
+            broken.add("lines")
+        if shown > rules.max_cue_seconds + 1e-3:
+            broken.add("too_long")
+        if shown < rules.min_cue_seconds - 1e-3:
+            broken.add("too_short")
+        if shown <= 0 or chars / shown > rules.max_chars_per_second + 1e-6:
+            broken.add("too_fast")
+        if rules.max_words_per_cue and len(" ".join(lines).split()) > rules.max_words_per_cue:
+            broken.add("words")
+        if k + 1 < len(cues) and cue.end > cues[k + 1].start + 1e-3:
+            broken.add("overlap")
+        found.append(broken)
+    return found

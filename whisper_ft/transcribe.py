@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from whisper_ft.audio import N_SAMPLES, SAMPLE_RATE, stream_audio
+from whisper_ft.subtitles import NETFLIX_ENGLISH, TimedWord, group_words
 
 logger = logging.getLogger(__name__)
 
@@ -249,7 +250,7 @@ class Transcriber:
             silent = window.no_speech_prob > s.no_speech_threshold
             if silent and window.avg_logprob < s.log_prob_threshold:
                 continue  # Whisper's no-speech rule, which batched decoding does not apply
-            for words in split_words([_word(w) for w in window.words or []]):
+            for words in subtitle_sized([_word(w) for w in window.words or []], window.end):
                 found.append(
                     Segment(
                         id=first_id + len(found),
@@ -302,31 +303,14 @@ def _decoding(s: TranscribeSettings) -> dict:
     )
 
 
-SENTENCE_ENDS = (".", "?", "!", "。", "？", "！")
-MAX_SEGMENT_CHARS = 84  # two subtitle lines of 42 characters
-MAX_SEGMENT_SECONDS = 7.0  # a subtitle stays on screen at most this long
-PAUSE_SECONDS = 0.6  # a silence this long between words starts a new segment
-
-
-def split_words(words: list[Word]) -> list[list[Word]]:
-    """Group timed words into subtitle-sized segments: a new one after a sentence ends, at a
-    pause, or before the text or time would pass two subtitle lines."""
-    groups: list[list[Word]] = []
-    current: list[Word] = []
-    for word in words:
-        if current:
-            text = "".join(w.word for w in current) + word.word
-            if (
-                current[-1].word.strip().endswith(SENTENCE_ENDS)
-                or word.start - current[-1].end >= PAUSE_SECONDS
-                or len(text.strip()) > MAX_SEGMENT_CHARS
-                or word.end - current[0].start > MAX_SEGMENT_SECONDS
-            ):
-                groups.append(current)
-                current = []
-        current.append(word)
-    if current:
-        groups.append(current)
+def subtitle_sized(words: list[Word], end_of_window: float) -> list[list[Word]]:
+    """Timed words grouped into segments the size of a readable subtitle cue: the same
+    grouping as the subtitle files (whisper_ft/subtitles.py, `group_words`)."""
+    timed = [TimedWord(w.start, w.end, w.word.strip()) for w in words]
+    groups, k = [], 0
+    for group in group_words(timed, NETFLIX_ENGLISH, end_of_window):
+        groups.append(words[k : k + len(group)])
+        k += len(group)
     return groups
 
 
