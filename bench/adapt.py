@@ -24,10 +24,10 @@ from pathlib import Path
 from statistics import mean
 
 from bench import shared_speech
-from bench.finetune import served
+from bench.finetune import recipe, served
 from whisper_ft.audio import SAMPLE_RATE, load_audio, write_audio
 from whisper_ft.dataset import load_dataset, read_transcript
-from whisper_ft.finetune import LoraSettings, TrainSettings, finetune
+from whisper_ft.finetune import finetune
 from whisper_ft.subtitles import Cue, write_vtt
 from whisper_ft.transcribe import Transcriber, TranscribeSettings
 from whisper_ft.weights import ct2_model, hf_model
@@ -76,6 +76,11 @@ def main() -> None:
     parser.add_argument("--model", default="tiny.en")
     parser.add_argument("--train-share", type=float, default=0.6)
     parser.add_argument("--train-seeds", type=int, default=3)
+    parser.add_argument(
+        "--recipe",
+        default="{}",
+        help='JSON overrides of the default recipe, e.g. {"learning_rate": 1e-4}',
+    )
     args = parser.parse_args()
     if not (LONGFORM / "audio").is_dir():
         parser.error(f"{LONGFORM} is absent: this benchmark reads its real recordings")
@@ -96,19 +101,26 @@ def main() -> None:
     rows = []
     for seed in range(args.train_seeds):
         start = time.monotonic()
-        model, processor, report = finetune(
-            base_dir, dataset, TrainSettings(language="en", seed=seed), LoraSettings()
-        )
+        settings, lora = recipe({**json.loads(args.recipe), "seed": seed})
+        model, processor, report = finetune(base_dir, dataset, settings, lora)
         train_s = time.monotonic() - start
         ct2_dir = served(model, processor, base_dir, folder)
         after = score(ct2_dir, tail, reference, real)
         shutil.rmtree(ct2_dir.parent)
-        rows.append({"train_seed": seed, "train_s": train_s, **after})
+        rows.append(
+            {
+                "train_seed": seed,
+                "train_s": train_s,
+                **after,
+                "kept_epoch": report.best_epoch,
+                "validation_wer": [round(e["wer"], 2) for e in report.history if "wer" in e],
+            }
+        )
         print(json.dumps(rows[-1]), flush=True)
 
     RESULTS.mkdir(exist_ok=True)
     out = RESULTS / f"adapt-{args.model}.json"
-    out.write_text(json.dumps({"base": before, "rows": rows}, indent=2))
+    out.write_text(json.dumps({"recipe": args.recipe, "base": before, "rows": rows}, indent=2))
     print(f"\n| {args.model} | in-domain WER (rest of the reading) | general WER | training |")
     print("|---|---|---|---|")
     print(f"| before | {before['in_domain_wer']:.2f}% | {before['general_wer']:.2f}% | - |")

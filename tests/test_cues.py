@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from whisper_ft.audio import SAMPLE_RATE, load_audio, write_audio
 from whisper_ft.outputs import run_task, write_files
 from whisper_ft.subtitles import (
     NETFLIX_ENGLISH,
@@ -194,3 +195,23 @@ def test_served_subtitles_follow_the_rules(tiny, story_wav, tmp_path):
         assert not any(broken), [(c, b) for c, b in zip(cues, broken, strict=True) if b]
         saved = json.loads(result.files["json"].read_text())
         assert all(s["words"] is None for s in saved["segments"])  # words were not asked for
+
+
+LONGFORM = Path(__file__).resolve().parents[2] / "shared" / "longform"
+
+
+@pytest.mark.skipif(not (LONGFORM / "audio").is_dir(), reason="../shared/longform is absent")
+def test_real_speech_gives_readable_cues(tiny, tmp_path):
+    """Two minutes of a real person reading (the Raven) with tiny.en: a cue breaks a rule
+    only where fast speech leaves no room (reading speed or the minimum time), and rarely.
+    (The target, at most 5% over all of ../shared/longform, is bench.subtitles's: 0.6% with
+    base; here 2 of 33 cues are read at 20.3 and 26.8 characters a second, as spoken.)"""
+    audio = load_audio(LONGFORM / "audio" / "raven_stanzas03-15.flac")[: 120 * SAMPLE_RATE]
+    clip = tmp_path / "raven.wav"
+    write_audio(clip, audio)
+    result = run_task(tiny, clip, "transcribe", TranscribeSettings(), ["srt"], tmp_path)
+    cues = parse_srt(result.files["srt"].read_text())
+    broken = rule_breaks(cues)
+    assert len(cues) >= 20
+    assert sum(bool(b) for b in broken) <= 0.1 * len(cues), broken
+    assert not set().union(*broken) - {"too_fast", "too_short"}

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from whisper_ft.dataset import DatasetError, _decode_transcript, read_transcript
+from whisper_ft.dataset import DatasetError, decode_transcript, read_transcript
 from whisper_ft.subtitles import Cue, SubtitleError, parse_srt, parse_subtitles, parse_vtt
 
 # --- YouTube auto-captions -----------------------------------------------------------------
@@ -327,7 +327,7 @@ def _params(rows: list[dict], known: dict[str, str]) -> list:
 def _read(rel: str) -> list[Cue]:
     """A corpus file's cues, read as an upload is (raises SubtitleError or DatasetError)."""
     path = CORPUS / rel
-    return parse_subtitles(_decode_transcript(path.read_bytes(), path.name), path.suffix)
+    return parse_subtitles(decode_transcript(path.read_bytes(), path.name), path.suffix)
 
 
 def _clean(text: str) -> str:

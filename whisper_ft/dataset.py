@@ -376,7 +376,7 @@ _NON_ASCII_RUN_RE = re.compile(r"[^\x00-\x7f]+")
 _UTF8_LIKE_RE = re.compile(rb"[\xc2-\xf4][\x80-\xbf]")
 
 
-def _decode_transcript(data: bytes, name: str) -> str:
+def decode_transcript(data: bytes, name: str) -> str:
     """The text of a transcript file: UTF-8 (with or without a BOM), or UTF-16 or UTF-32 with
     a BOM. Raises DatasetError naming the encoding problem and asking for UTF-8. Other legacy
     encodings are refused, not guessed: a wrong guess would garble the words trained on."""
@@ -420,10 +420,10 @@ def _looks_like_cp1252(data: bytes) -> bool:
 def read_transcript(path: Path) -> list[Cue]:
     """The cues of a .vtt/.srt file, or of a .txt file as one cue from 0 to `math.inf` (the
     whole clip: a plain text has no times). Raises DatasetError naming the file for text
-    that cannot be decoded (see `_decode_transcript`), a parse error (with its line), or no
+    that cannot be decoded (see `decode_transcript`), a parse error (with its line), or no
     text at all."""
     path = Path(path)
-    text = _decode_transcript(path.read_bytes(), path.name)
+    text = decode_transcript(path.read_bytes(), path.name)
     suffix = path.suffix.lower()
     if suffix == ".txt":
         words = " ".join(text.split())
