@@ -3,6 +3,7 @@
     python -m whisper_ft predict -i audio=@clip.mp3 -i task=translate
     python -m whisper_ft train -i train_data=@data.zip -i base_model=tiny.en
     python -m whisper_ft weights base          # prepare an embedded model ahead of time
+    python -m whisper_ft studio                # the web studio on http://127.0.0.1:8765
 
 Inputs are checked against the `Input(...)` declarations in predict.py / train.py (one source
 of truth). The output is printed as JSON on stdout; files are written to --output-dir.
@@ -82,6 +83,16 @@ def main(argv: list[str] | None = None) -> int:
                 help="model to serve: a weights archive or URL from training, a directory, "
                 "`base`, `tiny.en` or a hub id (default: $COG_WEIGHTS, $WHISPER_FT_MODEL, base)",
             )
+    s = sub.add_parser("studio", help="the web studio: transcribe, correct, train, compare")
+    s.add_argument("--host", default="127.0.0.1", help="address to listen on (default: local)")
+    s.add_argument("--port", type=int, default=8765)
+    s.add_argument("--data", type=Path, default=Path("studio"), help="where its files are kept")
+    s.add_argument(
+        "--token",
+        default=os.environ.get("WHISPER_FT_STUDIO_TOKEN"),
+        help="required by every request (needed for any --host but 127.0.0.1)",
+    )
+    s.add_argument("--max-upload-mb", type=int, default=2048, help="largest upload accepted")
     w = sub.add_parser("weights", help="prepare embedded models (CTranslate2 and Hugging Face)")
     w.add_argument("names", nargs="*", default=["base"], help="base, tiny.en")
     w.add_argument("--serving-only", action="store_true", help="skip the Hugging Face form")
@@ -111,6 +122,11 @@ def _run(args) -> int:
             if not args.serving_only:
                 paths["hf"] = str(weights.embedded_hf(name))
             print(json.dumps({name: paths}))
+        return 0
+    if args.command == "studio":
+        from whisper_ft.studio.server import serve
+
+        serve(args.host, args.port, args.data, args.token, args.max_upload_mb)
         return 0
     if args.command == "predict":
         predictor_class = load_entry("predict.py", "Predictor")

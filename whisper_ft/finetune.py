@@ -36,6 +36,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from whisper_ft import progress
 from whisper_ft.dataset import Dataset, Example, sentences
 from whisper_ft.vocabulary import absent_from, as_hotwords, find_vocabulary
 from whisper_ft.wer import word_error_rate
@@ -594,6 +595,14 @@ def finetune(
                 elapsed / step,
                 elapsed / step * (total_steps - step),
             )
+            progress.emit(
+                "step",
+                step=step,
+                steps=total_steps,
+                epoch=epoch,
+                loss=round(losses[-1], 4),
+                eta=round(elapsed / step * (total_steps - step), 1),
+            )
             if step >= total_steps:
                 break
         entry = {"epoch": epoch, "step": step, "loss": float(np.mean(losses))}
@@ -609,6 +618,7 @@ def finetune(
             f", general speech WER {entry['general_wer']:.2f}%" if general_scored else "",
         )
         report.history.append(entry)
+        progress.emit("epoch", **entry)
         if on_epoch is not None:
             on_epoch(model, entry, report)
         if epoch_score(entry, report) <= best_score:
@@ -622,4 +632,7 @@ def finetune(
     best = report.history[report.best_epoch - 1]
     report.wer_after, report.general_wer_after = best.get("wer"), best.get("general_wer")
     warn_if_worse(report)
+    progress.emit(
+        "kept", epoch=report.best_epoch, wer_before=report.wer_before, wer_after=report.wer_after
+    )
     return model, processor, report

@@ -68,7 +68,7 @@ def run_task(
     rules: CueRules = NETFLIX_ENGLISH,
     highlight_words: bool = False,
 ) -> Result:
-    stem = _safe_stem(audio)
+    stem = safe_stem(audio)
     if task == "detect_language":
         languages = transcriber.detect_language(audio)
         code, probability = languages[0]
@@ -139,7 +139,7 @@ def write_files(
     return files
 
 
-def _safe_stem(path: Path) -> str:
+def safe_stem(path: Path) -> str:
     stem = "".join(c if c.isalnum() or c in "-_" else "_" for c in Path(path).stem)[:80]
     return stem or "audio"
 
@@ -175,7 +175,12 @@ class DatasetWriter:
         if exc[0] is not None:
             self.zip_path.unlink(missing_ok=True)
 
-    def add_piece(self, offset: float, audio: np.ndarray, segments: list[Segment]) -> None:
+    def add_piece(
+        self, offset: float, audio: np.ndarray, segments: list[Segment], stem: str | None = None
+    ) -> None:
+        """Write the clips of one piece of audio (`segments`: anything with a start, an end
+        and a text, on the whole file's timeline); `stem` names its clips (default: the
+        writer's)."""
         end_of_piece = offset + audio.size / SAMPLE_RATE
         for group in group_clips(segments):
             start = max(offset, group[0].start - CLIP_PAD_SECONDS)
@@ -187,7 +192,7 @@ class DatasetWriter:
                 cue_end = round(max(cue_start, min(end, s.end) - start), 3)
                 cues.append(Cue(cue_start, cue_end, s.text))
             self.count += 1
-            name = f"{self.stem}_{self.count:04d}"
+            name = f"{stem or self.stem}_{self.count:04d}"
             wav = self.zip_path.parent / f"{name}.wav"
             write_audio(wav, clip)
             self._zip.write(wav, f"{name}.wav")

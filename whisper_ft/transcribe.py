@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from whisper_ft import progress
 from whisper_ft.audio import N_SAMPLES, SAMPLE_RATE, stream_audio
 from whisper_ft.subtitles import NETFLIX_ENGLISH, TimedWord, group_words
 
@@ -217,7 +218,9 @@ class Transcriber:
                         offset + segment.end,
                         total,
                     )
+                    progress.emit("transcribe", done=round(offset + segment.end, 1), total=total)
             duration = offset + audio.size / SAMPLE_RATE
+            progress.emit("transcribe", done=round(duration, 1), total=total or duration)
             if on_piece is not None:
                 on_piece(offset, audio, segments[len(segments) - len(found) :])
         text = " ".join(s.text for s in segments if s.text).strip()
