@@ -1,6 +1,5 @@
 """Cog trainer: fine-tune Whisper with LoRA on a zip of audio + VTT/SRT, return merged weights.
 
-    cog train -i train_data=@data.zip
     python -m whisper_ft train -i train_data=@data.zip -i base_model=tiny.en
     COG_TRAIN_TYPE_STUB=train.py:train python -m cog.server.http --x-mode train
 

@@ -195,6 +195,13 @@ def main() -> None:
         default="espeak",
         help="who speaks the dataset: espeak-ng's voices, or a natural (neural) voice",
     )
+    parser.add_argument(
+        "--terms",
+        choices=sorted(vocab.TERM_SETS),
+        default="invented",
+        help="what is taught: invented names and recent model names, or terms as users "
+        "bring them (Mixtral 8x7B, GPT-4o, Llama 3.1 70B, ... and invented names)",
+    )
     args = parser.parse_args()
     if args.seeds < 1 or args.train_seeds < 1:
         parser.error("--seeds and --train-seeds must be at least 1")
@@ -208,11 +215,12 @@ def main() -> None:
     train_zip = vocab.training_zip(
         folder,
         per_recording=4,
-        terms=vocab.BENCH_TERMS,
+        terms=vocab.TERM_SETS[args.terms],
         voices=train_voices,
         every_voice=False,
     )
-    held = vocab.held_out(folder, vocab.BENCH_TERMS, vocab.HELD_OUT_TEMPLATES, held_out_voices)
+    terms = vocab.TERM_SETS[args.terms]
+    held = vocab.held_out(folder, terms, vocab.HELD_OUT_TEMPLATES, held_out_voices)
     real = shared_speech.files("en", shared_speech.GENERAL)
     base_dir = hf_model(args.model)
     dataset = load_dataset(train_zip, folder / "work", validation_fraction=0.1)

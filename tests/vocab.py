@@ -11,6 +11,7 @@ espeak-ng's voices or (`--voices natural`) by a neural voice.
 
 from __future__ import annotations
 
+import re
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +28,18 @@ TERMS = ("Zentrafy", "Klombrix", "Vortaxa", "Quillomat")
 # "mixed rule", "QN", "big control", "an image run".
 MODEL_NAMES = ("Mixtral", "Qwen", "Pixtral", "Nemotron")
 BENCH_TERMS = TERMS + MODEL_NAMES
+# Terms as users bring them: model names with versions and sizes, one-word brands, plus the
+# invented product names (bench.finetune --terms users).
+USER_TERMS = (
+    "Mixtral 8x7B",
+    "Phi-2",
+    "SOLAR 10.7B",
+    "Claude 2.1",
+    "GPT-4o",
+    "Llama 3.1 70B",
+    "Trelis",
+) + TERMS
+TERM_SETS = {"invented": BENCH_TERMS, "users": USER_TERMS}
 
 TRAIN_TEMPLATES = (
     "Please open {} and check the settings.",
@@ -162,9 +175,16 @@ def general(folder: Path) -> list[Utterance]:
 
 
 def term_recall(texts: list[str], utterances: list[Utterance]) -> float:
-    """Share of held-out utterances whose transcript spells their term exactly."""
+    """Share of held-out utterances whose transcript spells their term exactly: the same
+    letters, digits, case and punctuation, on word boundaries ("GPT-4o", not "GPT 4o" or
+    "gpt-4o"; "Phi-2" not inside "Phi-20")."""
+    terms = set(BENCH_TERMS) | set(USER_TERMS)
     hits = sum(
-        any(term.lower() in text.lower() for term in BENCH_TERMS if term in u.text)
+        any(spelled(term, text) for term in terms if term in u.text)
         for text, u in zip(texts, utterances, strict=True)
     )
     return hits / len(utterances)
+
+
+def spelled(term: str, text: str) -> bool:
+    return re.search(rf"(?<![\w-]){re.escape(term)}(?![\w-]|\.\d)", text) is not None
