@@ -13,6 +13,7 @@ from whisper_ft.transcribe import (
     language_code,
     pieces,
     quiet_windows,
+    skipped_spans,
     subtitle_sized,
 )
 from whisper_ft.weights import ct2_model
@@ -43,6 +44,28 @@ def test_subtitle_sized_segments_fit_two_lines_and_seven_seconds():
     for g in groups:
         assert len("".join(w.word for w in g).strip()) <= 84
         assert g[-1].end - g[0].start <= 7.0
+
+
+def test_skipped_spans_are_long_pauses_and_stretched_words_over_sound():
+    rng = np.random.default_rng(0)
+    audio = rng.normal(0, 0.1, 20 * SAMPLE_RATE).astype(np.float32)
+    audio[int(7.6 * SAMPLE_RATE) : 15 * SAMPLE_RATE] = 0  # real pauses: nothing to read again
+    words = [
+        word(" One", 0.0, 0.4),
+        word(" two", 0.5, 0.9),
+        word(" three", 3.0, 3.4),  # 2.1 s after "two", over sound: a skipped passage?
+        word(" four", 3.5, 7.0),  # stretched over 3.5 s
+        word(" five", 7.1, 7.5),
+        word(" six", 12.0, 12.3),  # after a real pause
+        word(" seven", 15.0, 15.4),
+    ]
+    spans = skipped_spans(audio, words)
+    assert spans == [{"start": 0.9, "end": 3.0}, {"start": 3.4, "end": 7.1}]
+    # Given its window, the sound after the last word is a span too.
+    spans = skipped_spans(audio, words[:5], {"start": 0.0, "end": 10.0})
+    assert {"start": 7.5, "end": 10.0} not in spans  # quiet from 7.6 s
+    spans = skipped_spans(audio, words[:2], {"start": 0.0, "end": 6.0})
+    assert spans == [{"start": 0.9, "end": 6.0}]
 
 
 def test_quiet_windows_cover_the_audio_and_cut_in_silence():

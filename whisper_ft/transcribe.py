@@ -248,12 +248,14 @@ class Transcriber:
         if not s.vad_filter:
             windows = [w for w in quiet_windows(audio) if _audible(audio, w)]
         raw, info = self._batched(audio, s, windows)
+        bounds = windows or [None] * len(raw)  # VAD's windows are not known here
+        kept = [(b, r) for b, r in zip(bounds, raw, strict=True) if not _no_speech(r, s)]
+        raw = [r for _, r in kept]
+        heard = [[_word(w) for w in r.words or []] for r in raw]
+        heard = self._read_skipped_again(audio, s, heard, [b for b, _ in kept])
         found: list[Segment] = []
-        for window in raw:
-            silent = window.no_speech_prob > s.no_speech_threshold
-            if silent and window.avg_logprob < s.log_prob_threshold:
-                continue  # Whisper's no-speech rule, which batched decoding does not apply
-            for words in subtitle_sized([_word(w) for w in window.words or []], window.end):
+        for window, window_words in zip(raw, heard, strict=True):
+            for words in subtitle_sized(window_words, window.end):
                 found.append(
                     Segment(
                         id=first_id + len(found),
@@ -266,6 +268,36 @@ class Transcriber:
                     )
                 )
         return found, info
+
+    def _read_skipped_again(
+        self,
+        audio: np.ndarray,
+        s: TranscribeSettings,
+        heard: list[list[Word]],
+        windows: list[dict | None],
+    ) -> list[list[Word]]:
+        """Batched decoding without timestamp tokens sometimes skips a passage of a window
+        (a second voice, a quotation over music): the words around it are aligned across it,
+        leaving a long pause or one word stretched over seconds. Those spans, where the audio
+        is not quiet, are decoded again on their own; a confident new reading replaces the old
+        one where it finds at least two more words (BENCHMARKS.md, "Serving")."""
+        spans, owners = [], []  # spans to read again, and the window each belongs to
+        for k, (words, window) in enumerate(zip(heard, windows, strict=True)):
+            found = skipped_spans(audio, words, window)
+            spans += found
+            owners += [k] * len(found)
+        if not spans:
+            return heard
+        again, _ = self._batched(audio, replace(s, vad_filter=False), spans)
+        for span, k, reading in zip(spans, owners, again, strict=True):
+            new = [_word(w) for w in reading.words or []]
+            if _no_speech(reading, s) or not new or reading.avg_logprob < REREAD_MIN_LOGPROB:
+                continue
+            inside = [w for w in heard[k] if span["start"] <= (w.start + w.end) / 2 < span["end"]]
+            if len(new) >= len(inside) + MIN_WORDS_FOUND:
+                kept = [w for w in heard[k] if w not in inside]
+                heard[k] = sorted(kept + new, key=lambda w: w.start)
+        return heard
 
     def _sequential(self, audio: np.ndarray, s: TranscribeSettings):
         raw, info = self.model.transcribe(
@@ -315,6 +347,48 @@ def subtitle_sized(words: list[Word], end_of_window: float) -> list[list[Word]]:
         groups.append(words[k : k + len(group)])
         k += len(group)
     return groups
+
+
+SKIP_SECONDS = 1.5  # a pause between two words, or one word, this long may hide a passage
+MIN_WORDS_FOUND = 2  # a second reading replaces the first where it finds this many more words
+SPEECH_LEVEL = 0.3  # a span is read again when its RMS is at least this share of the audio's
+# A second reading must be confident: on a span of noise Whisper writes its stock phrases
+# ("Thanks for watching.") at a mean log-probability near -1.0, where the passages it had
+# skipped read at -0.55 or better (bench/serving.py and bench/subtitles.py recordings).
+REREAD_MIN_LOGPROB = -0.8
+
+
+def skipped_spans(audio: np.ndarray, words: list[Word], window: dict | None = None) -> list[dict]:
+    """Spans of a window's audio that its words may have skipped: a pause of SKIP_SECONDS or
+    more between two words (or, given the window, before the first or after the last), or a
+    word lasting that long (from the word before it to the word after it), where the audio
+    is about as loud as speech. [{"start": s, "end": s}]"""
+    level = float(np.sqrt(np.mean(audio**2))) if audio.size else 0.0
+    spans = []
+    if window is not None and words:
+        if words[0].start - window["start"] >= SKIP_SECONDS:
+            spans.append((window["start"], words[0].start))
+        if window["end"] - words[-1].end >= SKIP_SECONDS:
+            spans.append((words[-1].end, window["end"]))
+    for k, word in enumerate(words):
+        before = words[k - 1].end if k else None
+        if before is not None and word.start - before >= SKIP_SECONDS:
+            spans.append((before, word.start))
+        if word.end - word.start >= SKIP_SECONDS:
+            after = words[k + 1].start if k + 1 < len(words) else word.end
+            spans.append((before if before is not None else word.start, after))
+    found = []
+    for start, end in spans:
+        piece = audio[int(start * SAMPLE_RATE) : int(end * SAMPLE_RATE)]
+        if end - start >= 1.0 and np.sqrt(np.mean(piece**2)) >= SPEECH_LEVEL * level:
+            found.append({"start": float(start), "end": float(end)})
+    return found
+
+
+def _no_speech(segment, s: TranscribeSettings) -> bool:
+    """Whisper's no-speech rule, which batched decoding does not apply by itself."""
+    silent = segment.no_speech_prob > s.no_speech_threshold
+    return silent and segment.avg_logprob < s.log_prob_threshold
 
 
 def quiet_windows(audio: np.ndarray) -> list[dict]:
