@@ -406,6 +406,7 @@ def test_a_token_guards_every_request(tmp_path):
 def test_a_restarted_studio_keeps_every_edit(tmp_path, clips):
     """Edits are on disk as soon as they are made: a new studio on the same folder has them."""
     from whisper_ft.studio.server import Studio
+    from whisper_ft.studio.store import StudioError
 
     first = Studio(tmp_path)
     upload = tmp_path / "upload.wav"
@@ -421,3 +422,8 @@ def test_a_restarted_studio_keeps_every_edit(tmp_path, clips):
     assert again.store.meta(meta["id"])["status"] == "transcribed"
     name, vtt = again.export(meta["id"], "vtt")
     assert name == "first.vtt" and RECORDINGS["first.wav"][0] in vtt.decode()
+
+    # One short recording is not enough to train and validate: the studio says what to do.
+    again.store.update_meta(meta["id"], in_training_set=True)
+    with pytest.raises(StudioError, match="add another corrected recording"):
+        again.train("tiny.en", {})

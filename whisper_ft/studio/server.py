@@ -179,6 +179,11 @@ class Studio:
             raise StudioError(f"{', '.join(sorted(unknown))}: set by the studio, not the form")
         self.check_train_inputs(values)
         summary = self.store.build_training_set()
+        if summary["clips"] < 2 and float(values.get("validation_fraction", 0.1)) > 0:
+            raise StudioError(
+                f"the training set has {summary['clips']} clip: add another corrected "
+                "recording (validation needs one), or set validation_fraction to 0"
+            )
         command = ["train", "-i", f"train_data=@{summary['path']}", "-i"]
         command.append(f"base_model={self.model_spec(model)}")
         for name, value in values.items():
