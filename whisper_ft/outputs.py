@@ -85,12 +85,11 @@ def run_task(
     subtitles = bool({"srt", "vtt"} & set(formats))
     aligned = replace(settings, word_timestamps=settings.word_timestamps or subtitles)
     transcript = transcriber.transcribe(audio, aligned)
+    shown = transcript
     if not settings.word_timestamps:
-        segments = [replace(s, words=None) for s in transcript.segments]
-        files = write_files(transcript, formats, out_dir, stem, rules, highlight_words, segments)
-        return Result(replace(transcript, segments=segments), files=files)
-    files = write_files(transcript, formats, out_dir, stem, rules, highlight_words)
-    return Result(transcript, files=files)
+        shown = replace(transcript, segments=[replace(s, words=None) for s in transcript.segments])
+    files = write_files(transcript, formats, out_dir, stem, rules, highlight_words, shown)
+    return Result(shown, files=files)
 
 
 def transcript_cues(
@@ -116,15 +115,16 @@ def write_files(
     stem: str,
     rules: CueRules = NETFLIX_ENGLISH,
     highlight_words: bool = False,
-    segments: list[Segment] | None = None,
+    shown: Transcript | None = None,
 ) -> dict:
-    """Write the asked formats; `segments` replaces the transcript's in the JSON file."""
+    """Write the asked formats: cues from `transcript`'s timed words; the JSON file holds
+    `shown` (default: the transcript itself)."""
     cues, estimated = transcript_cues(transcript, rules)
     note = ""
     if estimated and {"srt", "vtt"} & set(formats):
         note = ESTIMATED_NOTE
         logger.warning("subtitles: %s", note)
-    shown = transcript if segments is None else replace(transcript, segments=segments)
+    shown = shown or transcript
     writers = {
         "txt": lambda: write_txt([Cue(s.start, s.end, s.text) for s in transcript.segments]),
         "srt": lambda: write_srt(cues, highlight_words),

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import tempfile
 import threading
 import uuid
@@ -177,9 +176,6 @@ class Store:
         folder = self.root / "models" / model_id
         folder.mkdir()
         return model_id, folder
-
-    def remove(self, path: Path) -> None:
-        shutil.rmtree(path, ignore_errors=True)
 
 
 def check_cue(index: int, cue: dict) -> dict:
