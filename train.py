@@ -14,11 +14,13 @@ import shutil
 import tempfile
 from pathlib import Path as LocalPath
 
+from accelerate import PartialState
 from cog import BaseModel, Input, Path
 
+from whisper_ft import runstate
 from whisper_ft.dataset import Dataset, DatasetError, load_dataset
 from whisper_ft.export import export
-from whisper_ft.finetune import LORA_LAYERS, LoraSettings, TrainSettings, finetune
+from whisper_ft.finetune import LORA_LAYERS, LoraSettings, RunFiles, TrainSettings, finetune
 from whisper_ft.inputs import check_inputs, inputs_declared
 from whisper_ft.transcribe import language_code
 from whisper_ft.weights import hf_model
@@ -100,10 +102,27 @@ def train(
         default=False, description="Skip unpaired or broken files with a warning instead of failing"
     ),
     save_adapter: bool = Input(default=False, description="Also include the LoRA adapter alone"),
+    state_dir: str = Input(
+        default="",
+        description="Folder to keep the run state in (LoRA weights, optimizer, schedule, data "
+        "position, random state), saved after every epoch and when the run is canceled, so "
+        "that resume_from can continue it; empty: not kept, unless resuming",
+    ),
+    resume_from: str = Input(
+        default="",
+        description="The state_dir of an earlier, killed or canceled run with the same data "
+        "and settings: continue it to the result it would have reached (its state goes on "
+        "being saved there unless state_dir names another folder)",
+    ),
     seed: int = Input(default=0, ge=0, le=2**31 - 1),
 ) -> TrainingOutput:
     args = check_inputs(train, dict(locals()))
+    # Started by `accelerate launch` or `torchrun`, every process trains; only the main one
+    # logs and writes the archive.
+    main_process = PartialState().is_main_process
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    if not main_process:
+        logging.getLogger().setLevel(logging.WARNING)
     settings = TrainSettings(
         language=language_code(args["language"]),
         task=args["task"],
@@ -126,6 +145,8 @@ def train(
         target_modules=tuple(m.strip() for m in args["target_modules"].split(",") if m.strip()),
         layers=args["lora_layers"],
     ).validate()
+    if args["resume_from"]:
+        runstate.read_record(LocalPath(args["resume_from"]))  # fails now, before any work
     base_dir = hf_model(args["base_model"])
     # Cog reads the archive after train() returns; the previous run's folder goes now, and
     # this run's at once if it fails, so a failed or repeated run leaves nothing behind.
@@ -147,7 +168,17 @@ def train(
             if args["general_data"]
             else None
         )
-        model, processor, report = finetune(base_dir, dataset, settings, lora, general)
+        kept = args["state_dir"] or args["resume_from"]
+        run_files = RunFiles(
+            state_dir=LocalPath(kept) if kept else None,
+            resume_from=LocalPath(args["resume_from"]) if args["resume_from"] else None,
+        )
+        model, processor, report = finetune(
+            base_dir, dataset, settings, lora, general, run_files=run_files
+        )
+        if not main_process:
+            shutil.rmtree(work, ignore_errors=True)
+            return None  # the main process returns the archive
         manifest = {
             "base_model": args["base_model"],
             "train": settings,

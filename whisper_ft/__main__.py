@@ -18,6 +18,7 @@ import json
 import logging
 import os
 import shutil
+import signal
 import sys
 from pathlib import Path
 
@@ -137,9 +138,18 @@ def _run(args) -> int:
     else:
         train = load_entry("train.py", "train")
         inputs = parse_inputs(train, args.input)
+        # A stop request (SIGTERM, as from a job runner or torchrun) ends the run like Ctrl-C,
+        # so that its state is kept (state_dir) and the run can be resumed.
+        signal.signal(signal.SIGTERM, _interrupt)
         output = train(**inputs)
+        if output is None:  # a worker process of a multi-process run: the main one reports
+            return 0
     print(json.dumps(to_jsonable(output, args.output_dir), ensure_ascii=False, indent=2))
     return 0
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt(f"stopped by signal {signum}")
 
 
 if __name__ == "__main__":

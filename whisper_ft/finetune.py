@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import json
 import logging
 import math
 import random
@@ -408,12 +409,11 @@ def warn_if_worse(report: TrainReport) -> None:
             )
 
 
-def pick_device() -> tuple[torch.device, torch.dtype | None]:
-    """CUDA with bf16 (or fp16) autocast where there is a GPU, else CPU in float32."""
+def mixed_precision() -> str:
+    """accelerate's mixed precision: bf16 (or fp16) where there is a GPU, none on CPU."""
     if torch.cuda.is_available():
-        bf16 = torch.cuda.is_bf16_supported()
-        return torch.device("cuda"), torch.bfloat16 if bf16 else torch.float16
-    return torch.device("cpu"), None
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    return "no"
 
 
 def detect_language(model, processor, examples: Sequence[Example]) -> str:
@@ -433,6 +433,15 @@ def detect_language(model, processor, examples: Sequence[Example]) -> str:
     return language
 
 
+@dataclass(frozen=True)
+class RunFiles:
+    """Where a run keeps its state (`state_dir`: after every epoch and on cancel) and the
+    state it continues (`resume_from`), whisper_ft/runstate.py."""
+
+    state_dir: Path | None = None
+    resume_from: Path | None = None
+
+
 def finetune(
     base_dir: Path,
     dataset: Dataset,
@@ -440,6 +449,7 @@ def finetune(
     lora: LoraSettings,
     general: Dataset | None = None,
     on_epoch: Callable[[object, dict, TrainReport], None] | None = None,
+    run_files: RunFiles = RunFiles(),
 ):
     """Train LoRA on `dataset`, keep the epoch with the best validation WER, return the
     model with its adapter, its processor and a TrainReport.
@@ -447,7 +457,14 @@ def finetune(
     `general`, when given, is general speech in the same language: its train windows are
     replayed among the user's (at most as many per epoch as the user has windows), and its
     validation windows measure forgetting (WER before and after, `general_wer_*`).
-    `on_epoch(model, entry, report)` is called after each epoch's evaluation (benchmarks use it)."""
+    `on_epoch(model, entry, report)` is called after each epoch's evaluation (benchmarks use it).
+
+    The run is an accelerate run: started by `accelerate launch` or `torchrun` with several
+    processes (CPU or GPUs), each process trains on its own share of every epoch's batches and
+    the gradients are averaged; only the main process scores, logs and keeps the best epoch
+    (the others return a model that is not to be exported)."""
+    from accelerate import Accelerator
+    from accelerate.utils import broadcast_object_list, gather_object
     from peft import (
         LoraConfig,
         get_peft_model,
@@ -456,14 +473,22 @@ def finetune(
     )
     from transformers import WhisperForConditionalGeneration, WhisperProcessor
 
-    settings, lora = settings.validate(), lora.validate()
-    torch.manual_seed(settings.seed)
-    rng = random.Random(settings.seed)
-    device, autocast_dtype = pick_device()
+    from whisper_ft import runstate
 
+    # 1. The processes, the random state, the base model and its language.
+    settings, lora = settings.validate(), lora.validate()
+    accelerator = Accelerator(
+        mixed_precision=mixed_precision(),
+        gradient_accumulation_steps=settings.gradient_accumulation,
+    )
+    main, rank = accelerator.is_main_process, accelerator.process_index
+    torch.manual_seed(settings.seed)
+    # The main process's generator draws every epoch's order (sent to the others) and its
+    # own augmentation; each other process draws its augmentation from its own.
+    rng = random.Random(settings.seed + rank)
     processor = WhisperProcessor.from_pretrained(base_dir)
     model = WhisperForConditionalGeneration.from_pretrained(base_dir, dtype=torch.float32)
-    model.to(device)
+    model.to(accelerator.device)
     multilingual = is_multilingual(model)
     language = settings.language or detect_language(model, processor, dataset.train)
     if not multilingual and (language != "en" or settings.task != "transcribe"):
@@ -475,24 +500,21 @@ def finetune(
     evaluating = bool(dataset.validation)
     general_scored = general is not None and bool(general.validation)
     replay = list(general.train) if general is not None else []
+    emit = progress.emit if main else (lambda *args, **fields: None)
 
     def score(examples: Sequence[Example]) -> float:
         return evaluate(
-            model, processor, examples, language, settings.task, settings.eval_batch_size
+            accelerator.unwrap_model(model),
+            processor,
+            examples,
+            language,
+            settings.task,
+            settings.eval_batch_size,
         )
 
-    if evaluating:
-        report.wer_before = score(dataset.validation)
-        logger.info("validation WER before training: %.2f%%", report.wer_before)
-    if general_scored:
-        report.general_wer_before = score(general.validation)
-        logger.info("general speech WER before training: %.2f%%", report.general_wer_before)
-    report.vocabulary = learn_vocabulary(model, processor, dataset.train, language, settings)
-
+    # 2. The examples: each cue as a short example of its own (sentences), or whole windows
+    # of up to 30 s; the user's first, then the general speech replayed.
     labeller = Labeller(processor.tokenizer, language, settings.task, multilingual)
-
-    # The examples trained on: each cue as a short example of its own (sentences), or whole
-    # windows of up to 30 s; the user's first, then the general speech replayed.
     shape = sentences if settings.sentences else (lambda e: [e])
     windows = [s for e in dataset.train for s in shape(e)]
     own = len(windows)  # windows[:own] are the user's, the rest general speech
@@ -500,27 +522,60 @@ def finetune(
     for e in windows:  # a transcript too long for the decoder fails here, before training
         labeller.labels(e, timestamps=True)
     replayed = min(len(windows) - own, own)  # general examples mixed into each epoch
-    collator = Collator(
-        processor.feature_extractor,
-        pad_token_id=model.config.pad_token_id,
-        decoder_start_token_id=model.config.decoder_start_token_id,
+    identity = {  # what a resumed run must share with the run it continues
+        "base_model": str(base_dir),
+        "examples": [own, len(windows) - own],
+        "audio_samples": sum(e.audio.size for e in windows),
+        "train": dataclasses.asdict(settings),
+        "lora": dataclasses.asdict(lora),
+        "processes": accelerator.num_processes,
+    }
+    identity = json.loads(json.dumps(identity))  # as it reads back from state.json
+    saved = (
+        runstate.load_run(run_files.resume_from, identity, rank)
+        if run_files.resume_from is not None
+        else None
     )
 
-    config = LoraConfig(
-        r=lora.rank,
-        lora_alpha=lora.alpha,
-        lora_dropout=lora.dropout,
-        target_modules=lora.peft_targets(),
-        bias="none",
+    # 3. Before training (the main process): WERs, and the words the base model missed.
+    position = saved.position if saved else runstate.Position()
+    if saved is None and main:
+        if evaluating:
+            position.before["wer"] = score(dataset.validation)
+            logger.info("validation WER before training: %.2f%%", position.before["wer"])
+        if general_scored:
+            position.before["general_wer"] = score(general.validation)
+            logger.info(
+                "general speech WER before training: %.2f%%", position.before["general_wer"]
+            )
+        position.before["vocabulary"] = learn_vocabulary(
+            model, processor, dataset.train, language, settings
+        )
+    (position.before,) = broadcast_object_list([position.before])
+    report.wer_before = position.before.get("wer")
+    report.general_wer_before = position.before.get("general_wer")
+    report.vocabulary = position.before.get("vocabulary", [])
+
+    # 4. LoRA, the optimizer and the schedule (linear warm-up, linear decay).
+    model = get_peft_model(
+        model,
+        LoraConfig(
+            r=lora.rank,
+            lora_alpha=lora.alpha,
+            lora_dropout=lora.dropout,
+            target_modules=lora.peft_targets(),
+            bias="none",
+        ),
     )
-    model = get_peft_model(model, config)
-    if device.type == "cuda":
+    if accelerator.device.type == "cuda":
         model.base_model.model.gradient_checkpointing_enable()
         model.base_model.model.enable_input_require_grads()
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     logger.info("LoRA: %d trainable parameters (r=%d, alpha=%d)", trainable, lora.rank, lora.alpha)
-
-    per_epoch = math.ceil((own + replayed) / (settings.batch_size * settings.gradient_accumulation))
+    batches = math.ceil((own + replayed) / settings.batch_size)
+    per_epoch = math.ceil(
+        math.ceil(batches / accelerator.num_processes) / settings.gradient_accumulation
+    )
     total_steps = settings.max_steps or max(1, round(per_epoch * settings.num_train_epochs))
     epochs = math.ceil(total_steps / per_epoch)
     warmup = max(1, int(total_steps * settings.warmup_fraction))
@@ -531,108 +586,199 @@ def finetune(
         optimizer,
         lambda s: min((s + 1) / warmup, max(0.0, (total_steps - s) / (total_steps - warmup + 1))),
     )
+    if saved is not None:
+        set_peft_model_state_dict(model, saved.adapter)
+        optimizer.load_state_dict(saved.optimizer)
+        scheduler.load_state_dict(saved.scheduler)
+        rng.setstate(saved.python_rng)
+        logger.info(
+            "resuming %s at epoch %d, step %d/%d",
+            run_files.resume_from,
+            position.epoch,
+            position.step,
+            total_steps,
+        )
+    model, optimizer = accelerator.prepare(model, optimizer)
+    best_state = saved.best if saved else None
     logger.info(
-        "training %d examples (+%d of general speech), %d steps (%d epochs, batch %d x %d) on %s",
+        "training %d examples (+%d of general speech), %d steps (%d epochs, batch %d x %d x %d "
+        "processes) on %s",
         own,
         replayed,
         total_steps,
         epochs,
         settings.batch_size,
         settings.gradient_accumulation,
-        device.type,
+        accelerator.num_processes,
+        accelerator.device.type,
     )
 
-    best_state, best_score = None, math.inf
-    start, step = time.monotonic(), 0
-    for epoch in range(1, epochs + 1):
-        model.train()
-        order = list(range(own)) + rng.sample(range(own, len(windows)), replayed)
-        rng.shuffle(order)
-        losses = []
-        batches = [
-            order[i : i + settings.batch_size] for i in range(0, len(order), settings.batch_size)
+    def batch_of(indices: list[int]) -> dict:
+        """A batch as trained: each window at a random speed, with or without timestamps."""
+        chosen = [perturb_speed(windows[i], settings.speed_perturbation, rng) for i in indices]
+        labels = [
+            labeller.labels(
+                e,
+                bool(e.cues) and rng.random() < settings.timestamp_fraction,
+                training_prompt(e, report.vocabulary, labeller, settings, rng),
+            )
+            for e in chosen
         ]
-        for index, batch in enumerate(batches):
-            # Each epoch hears each window at a random speed and with or without timestamps.
-            chosen = [perturb_speed(windows[i], settings.speed_perturbation, rng) for i in batch]
-            audios = [e.audio for e in chosen]
-            labels = [
-                labeller.labels(
-                    e,
-                    bool(e.cues) and rng.random() < settings.timestamp_fraction,
-                    training_prompt(e, report.vocabulary, labeller, settings, rng),
-                )
-                for e in chosen
-            ]
-            inputs = {k: v.to(device) for k, v in collator(audios, labels).items()}
-            with torch.autocast(
-                device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None
-            ):
-                output = model(**inputs)
-                loss = output.loss
-                if settings.distill_weight > 0 or not settings.known_labels:
-                    loss = corrections_loss(
-                        model, inputs, output.logits, settings.distill_weight, settings.known_labels
-                    )
-                loss = loss / settings.gradient_accumulation
-            loss.backward()
-            losses.append(loss.item() * settings.gradient_accumulation)
-            if (index + 1) % settings.gradient_accumulation and index + 1 < len(batches):
-                continue
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            step += 1
-            elapsed = time.monotonic() - start
-            logger.info(
-                "step %d/%d  epoch %d  loss %.4f  lr %.2e  %.1f s/step  ETA %.0f s",
-                step,
-                total_steps,
-                epoch,
-                losses[-1],
-                scheduler.get_last_lr()[0],
-                elapsed / step,
-                elapsed / step * (total_steps - step),
-            )
-            progress.emit(
-                "step",
-                step=step,
-                steps=total_steps,
-                epoch=epoch,
-                loss=round(losses[-1], 4),
-                eta=round(elapsed / step * (total_steps - step), 1),
-            )
-            if step >= total_steps:
-                break
-        entry = {"epoch": epoch, "step": step, "loss": float(np.mean(losses))}
-        if evaluating:
-            entry["wer"] = score(dataset.validation)  # as served: the weights alone
-        if general_scored:
-            entry["general_wer"] = score(general.validation)
-        logger.info(
-            "epoch %d: loss %.4f%s%s",
-            epoch,
-            entry["loss"],
-            f", validation WER {entry['wer']:.2f}%" if "wer" in entry else "",
-            f", general speech WER {entry['general_wer']:.2f}%" if general_scored else "",
-        )
-        report.history.append(entry)
-        progress.emit("epoch", **entry)
-        if on_epoch is not None:
-            on_epoch(model, entry, report)
-        if epoch_score(entry, report) <= best_score:
-            best_score, report.best_epoch = epoch_score(entry, report), epoch
-            best_state = copy.deepcopy(get_peft_model_state_dict(model))
-        if step >= total_steps:
-            break
+        return {**collator([e.audio for e in chosen], labels), "windows": torch.tensor(indices)}
 
-    report.steps, report.seconds = step, time.monotonic() - start
-    set_peft_model_state_dict(model, best_state)
-    best = report.history[report.best_epoch - 1]
-    report.wer_after, report.general_wer_after = best.get("wer"), best.get("general_wer")
-    warn_if_worse(report)
-    progress.emit(
-        "kept", epoch=report.best_epoch, wer_before=report.wer_before, wer_after=report.wer_after
+    collator = Collator(
+        processor.feature_extractor,
+        pad_token_id=model.config.pad_token_id,
+        decoder_start_token_id=model.config.decoder_start_token_id,
     )
+
+    def save_state(epoch_rng: tuple) -> None:
+        """This process's random state, then (the main process) the rest of the run state."""
+        if run_files.state_dir is None:
+            return
+        runstate.save_process(run_files.state_dir, rank, epoch_rng, torch_rng)
+        if main:
+            runstate.save_run(
+                run_files.state_dir,
+                position,
+                identity,
+                get_peft_model_state_dict(accelerator.unwrap_model(model)),
+                best_state,
+                optimizer.state_dict(),
+                scheduler.state_dict(),
+            )
+
+    # 5. The loop: the epochs' batches shared among the processes, the best epoch kept.
+    start, first_step = time.monotonic(), position.step
+    torch_rng = restore = saved.torch_rng if saved else None
+    while position.epoch <= epochs and position.step < total_steps:
+        epoch = position.epoch
+        model.train()
+        epoch_rng = rng.getstate()
+        order = None
+        if main:
+            order = list(range(own)) + rng.sample(range(own, len(windows)), replayed)
+            rng.shuffle(order)
+        (order,) = broadcast_object_list([order])
+        loader = accelerator.prepare_data_loader(
+            torch.utils.data.DataLoader(
+                order,
+                batch_size=settings.batch_size,
+                collate_fn=batch_of,
+                generator=torch.Generator(),
+            )
+        )
+        skip = position.steps_in_epoch * settings.gradient_accumulation  # done before resuming
+        seen: list[int] = []
+        losses_kept = len(position.losses)
+        try:
+            for index, inputs in enumerate(loader):
+                if index < skip:  # drawn again, as the interrupted run drew it, not trained
+                    continue
+                if restore is not None:  # dropout continues as it would have
+                    torch.set_rng_state(restore)
+                    restore = None
+                seen += inputs.pop("windows").tolist()
+                with accelerator.accumulate(model):
+                    output = model(**inputs)
+                    loss = output.loss
+                    if settings.distill_weight > 0 or not settings.known_labels:
+                        loss = corrections_loss(
+                            accelerator.unwrap_model(model),
+                            inputs,
+                            output.logits,
+                            settings.distill_weight,
+                            settings.known_labels,
+                        )
+                    accelerator.backward(loss)
+                    position.losses.append(loss.item())
+                    if accelerator.sync_gradients:
+                        accelerator.clip_grad_norm_(model.parameters(), 1.0)
+                    optimizer.step()
+                    optimizer.zero_grad(set_to_none=True)
+                if not accelerator.sync_gradients:
+                    continue
+                scheduler.step()
+                position.step += 1
+                position.steps_in_epoch += 1
+                torch_rng, losses_kept = torch.get_rng_state(), len(position.losses)
+                elapsed = time.monotonic() - start
+                per_step = elapsed / (position.step - first_step)
+                eta = per_step * (total_steps - position.step)
+                logger.info(
+                    "step %d/%d  epoch %d  loss %.4f  lr %.2e  %.1f s/step  ETA %.0f s",
+                    position.step,
+                    total_steps,
+                    epoch,
+                    position.losses[-1],
+                    scheduler.get_last_lr()[0],
+                    per_step,
+                    eta,
+                )
+                emit(
+                    "step",
+                    step=position.step,
+                    steps=total_steps,
+                    epoch=epoch,
+                    loss=round(position.losses[-1], 4),
+                    eta=round(eta, 1),
+                )
+                if position.step >= total_steps:
+                    break
+        except BaseException:
+            # Canceled or interrupted: keep the run as it stood after its last whole step.
+            del position.losses[losses_kept:]
+            save_state(epoch_rng)
+            raise
+        entry = {"epoch": epoch, "step": position.step, "loss": float(np.mean(position.losses))}
+        if accelerator.num_processes > 1:
+            entry["processes"] = shares(gather_object([seen]))
+        if main:
+            if evaluating:
+                entry["wer"] = score(dataset.validation)  # as served: the weights alone
+            if general_scored:
+                entry["general_wer"] = score(general.validation)
+            logger.info(
+                "epoch %d: loss %.4f%s%s",
+                epoch,
+                entry["loss"],
+                f", validation WER {entry['wer']:.2f}%" if "wer" in entry else "",
+                f", general speech WER {entry['general_wer']:.2f}%" if general_scored else "",
+            )
+            position.history.append(entry)
+            emit("epoch", **entry)
+            if on_epoch is not None:
+                on_epoch(accelerator.unwrap_model(model), entry, report)
+            if position.best_score is None or epoch_score(entry, report) <= position.best_score:
+                position.best_score, position.best_epoch = epoch_score(entry, report), epoch
+                best_state = copy.deepcopy(
+                    get_peft_model_state_dict(accelerator.unwrap_model(model))
+                )
+        position.epoch, position.steps_in_epoch, position.losses = epoch + 1, 0, []
+        save_state(rng.getstate())
+        accelerator.wait_for_everyone()
+
+    # 6. The best epoch's weights (the main process).
+    model = accelerator.unwrap_model(model)
+    report.steps, report.seconds = position.step, time.monotonic() - start
+    report.history, report.best_epoch = position.history, position.best_epoch
+    if main:
+        set_peft_model_state_dict(model, best_state)
+        best = report.history[report.best_epoch - 1]
+        report.wer_after, report.general_wer_after = best.get("wer"), best.get("general_wer")
+        warn_if_worse(report)
+        emit(
+            "kept",
+            epoch=report.best_epoch,
+            wer_before=report.wer_before,
+            wer_after=report.wer_after,
+        )
     return model, processor, report
+
+
+def shares(seen_by_process: list[list[int]]) -> dict:
+    """How an epoch's examples were shared among the processes: how many each trained on,
+    and how many more than one trained on (only to fill the last round of batches)."""
+    counts = [len(set(seen)) for seen in seen_by_process]
+    union = set().union(*map(set, seen_by_process))
+    return {"examples": counts, "on_several": sum(counts) - len(union)}
