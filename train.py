@@ -14,13 +14,19 @@ import shutil
 import tempfile
 from pathlib import Path as LocalPath
 
-from accelerate import PartialState
 from cog import BaseModel, Input, Path
 
 from whisper_ft import runstate
 from whisper_ft.dataset import Dataset, DatasetError, load_dataset
 from whisper_ft.export import export
-from whisper_ft.finetune import LORA_LAYERS, LoraSettings, RunFiles, TrainSettings, finetune
+from whisper_ft.finetune import (
+    LORA_LAYERS,
+    LoraSettings,
+    RunFiles,
+    TrainSettings,
+    finetune,
+    processes,
+)
 from whisper_ft.inputs import check_inputs, inputs_declared
 from whisper_ft.transcribe import language_code
 from whisper_ft.weights import hf_model
@@ -119,7 +125,7 @@ def train(
     args = check_inputs(train, dict(locals()))
     # Started by `accelerate launch` or `torchrun`, every process trains; only the main one
     # logs and writes the archive.
-    main_process = PartialState().is_main_process
+    main_process = processes().is_main_process
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     if not main_process:
         logging.getLogger().setLevel(logging.WARNING)

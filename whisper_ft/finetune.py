@@ -409,6 +409,14 @@ def warn_if_worse(report: TrainReport) -> None:
             )
 
 
+def processes():
+    """accelerate's view of the processes of this run: one, or those `accelerate launch` or
+    `torchrun` started. Without a GPU they train on CPU and talk through gloo."""
+    from accelerate import PartialState
+
+    return PartialState(cpu=not torch.cuda.is_available())
+
+
 def mixed_precision() -> str:
     """accelerate's mixed precision: bf16 (or fp16) where there is a GPU, none on CPU."""
     if torch.cuda.is_available():
@@ -478,6 +486,7 @@ def finetune(
     # 1. The processes, the random state, the base model and its language.
     settings, lora = settings.validate(), lora.validate()
     accelerator = Accelerator(
+        cpu=processes().device.type == "cpu",
         mixed_precision=mixed_precision(),
         gradient_accumulation_steps=settings.gradient_accumulation,
     )
@@ -515,6 +524,11 @@ def finetune(
     # 2. The examples: each cue as a short example of its own (sentences), or whole windows
     # of up to 30 s; the user's first, then the general speech replayed.
     labeller = Labeller(processor.tokenizer, language, settings.task, multilingual)
+    collator = Collator(
+        processor.feature_extractor,
+        pad_token_id=model.config.pad_token_id,
+        decoder_start_token_id=model.config.decoder_start_token_id,
+    )
     shape = sentences if settings.sentences else (lambda e: [e])
     windows = [s for e in dataset.train for s in shape(e)]
     own = len(windows)  # windows[:own] are the user's, the rest general speech
@@ -625,12 +639,6 @@ def finetune(
             for e in chosen
         ]
         return {**collator([e.audio for e in chosen], labels), "windows": torch.tensor(indices)}
-
-    collator = Collator(
-        processor.feature_extractor,
-        pad_token_id=model.config.pad_token_id,
-        decoder_start_token_id=model.config.decoder_start_token_id,
-    )
 
     def save_state(epoch_rng: tuple) -> None:
         """This process's random state, then (the main process) the rest of the run state."""
