@@ -658,7 +658,8 @@ def finetune(
 
     # 5. The loop: the epochs' batches shared among the processes, the best epoch kept.
     start, first_step = time.monotonic(), position.step
-    torch_rng = restore = saved.torch_rng if saved else None
+    restore = saved.torch_rng if saved else None  # dropout's state where the run stopped
+    torch_rng = restore if saved else torch.get_rng_state()  # after the last whole step
     while position.epoch <= epochs and position.step < total_steps:
         epoch = position.epoch
         model.train()
@@ -683,7 +684,7 @@ def finetune(
             for index, inputs in enumerate(loader):
                 if index < skip:  # drawn again, as the interrupted run drew it, not trained
                     continue
-                if restore is not None:  # dropout continues as it would have
+                if restore is not None:
                     torch.set_rng_state(restore)
                     restore = None
                 seen += inputs.pop("windows").tolist()

@@ -44,8 +44,15 @@ MAX_UPLOAD_MB = 2048
 MAX_JSON_BYTES = 20 * 1024 * 1024
 EMBEDDED_MODELS = ("base", "tiny.en")
 # Training inputs the page does not offer: the data comes from the training set, the base
-# model from the model picker.
-NOT_IN_PAGE = ("train_data", "validation_data", "general_data", "base_model")
+# model from the model picker; a run's state folder is the command line's.
+NOT_IN_PAGE = (
+    "train_data",
+    "validation_data",
+    "general_data",
+    "base_model",
+    "state_dir",
+    "resume_from",
+)
 _ROUTE = re.compile(r"^/api/(?P<kind>\w+)(?:/(?P<id>[0-9a-f]{12}))?(?:/(?P<action>[\w.]+))?$")
 CONTENT_TYPES = {".html": "text/html", ".js": "text/javascript", ".css": "text/css"}
 
