@@ -182,6 +182,8 @@ def train(
         model, processor, report = finetune(
             base_dir, dataset, settings, lora, general, run_files=run_files
         )
+        for decoded in ("data", "general"):  # the recordings' samples, read while training
+            shutil.rmtree(work / decoded, ignore_errors=True)
         if not main_process:
             shutil.rmtree(work, ignore_errors=True)
             return None  # the main process returns the archive

@@ -14,6 +14,8 @@ exactly what the prediction `task=dataset` export writes (`<stem>_0001.wav` + `.
 
 Whisper sees 30 s of audio at a time, so each recording is cut into windows of at most 30 s
 that keep whole cues: a cue cut in two would teach the model words that are not in the audio.
+Recordings are decoded once to raw samples on disk under the work folder, and windows are
+spans of those files read when used, so a dataset of many hours holds little memory.
 """
 
 from __future__ import annotations
@@ -33,10 +35,11 @@ from pathlib import Path, PurePosixPath
 
 import numpy as np
 
-from whisper_ft.audio import CHUNK_LENGTH, SAMPLE_RATE, AudioError, load_audio
+from whisper_ft.audio import CHUNK_LENGTH, SAMPLE_RATE, AudioError, stream_audio
 from whisper_ft.subtitles import Cue, SubtitleError, format_timestamp, parse_subtitles
 
 __all__ = [
+    "AudioSpan",
     "Dataset",
     "DatasetError",
     "DatasetLimits",
@@ -45,6 +48,7 @@ __all__ = [
     "load_dataset",
     "read_transcript",
     "safe_extract",
+    "samples",
     "windows",
 ]
 
@@ -98,9 +102,62 @@ class DatasetLimits:
     max_total_seconds: float = 20 * 3600  # all audio files together
 
 
+class AudioSpan:
+    """Samples of a decoded recording that stay on disk until used.
+
+    A recording is decoded once, block by block, to a file of raw 16 kHz float32 samples;
+    windows and sentences are spans of that file, read when a batch is built. So the memory
+    a dataset holds does not grow with its hours: only the batch in hand is in memory. A span
+    reads as a numpy array (`np.asarray(span)`), slices to a span, and has `size`."""
+
+    __slots__ = ("path", "lo", "hi")
+    dtype = np.dtype(np.float32)
+    ndim = 1
+
+    def __init__(self, path: Path, lo: int, hi: int):
+        self.path, self.lo, self.hi = path, lo, hi
+
+    @property
+    def size(self) -> int:
+        return self.hi - self.lo
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __getitem__(self, part: slice) -> AudioSpan:
+        start, stop, step = part.indices(self.size)
+        if step != 1:
+            raise ValueError("an AudioSpan slices with step 1 only")
+        return AudioSpan(self.path, self.lo + start, self.lo + max(start, stop))
+
+    def copy(self) -> AudioSpan:
+        return self  # read-only: a span is its own copy
+
+    def __array__(self, dtype=None, copy=None) -> np.ndarray:
+        samples = np.fromfile(self.path, dtype=np.float32, count=self.size, offset=self.lo * 4)
+        return samples if dtype is None else samples.astype(dtype)
+
+
+def samples(audio: np.ndarray | AudioSpan) -> np.ndarray:
+    """The samples of an example's audio as a float32 array (read from disk for a span)."""
+    return np.asarray(audio, dtype=np.float32)
+
+
+def decode_to_file(audio_path: Path, out: Path, max_seconds: float) -> tuple[AudioSpan, float]:
+    """Decode a recording block by block to raw float32 samples in `out`; the whole
+    recording as a span, and its peak level. Memory holds one block at a time."""
+    peak, total = 0.0, 0
+    with open(out, "wb") as f:
+        for block in stream_audio(audio_path, max_duration=max_seconds):
+            block.astype(np.float32, copy=False).tofile(f)
+            peak = max(peak, float(np.abs(block).max()))
+            total += block.size
+    return AudioSpan(out, 0, total), peak
+
+
 @dataclass(frozen=True, eq=False)  # eq=False: compared and hashed by identity (holds an array)
 class Example:
-    audio: np.ndarray  # 16 kHz mono float32, at most 30 s
+    audio: np.ndarray | AudioSpan  # 16 kHz mono float32, at most 30 s (samples() reads it)
     text: str  # the window's cue texts, each on one line, joined with spaces
     cues: tuple[Cue, ...]  # times relative to the window start; () for a .txt clip (no times)
     recording: str  # relative path of the source audio inside the zip
@@ -483,11 +540,12 @@ def _check_cues(cues: list[Cue], duration: float, name: str) -> tuple[list[Cue],
 
 
 def _load_recording(
-    audio_path: Path, transcript_path: Path, name: str, limits: DatasetLimits
+    audio_path: Path, transcript_path: Path, name: str, limits: DatasetLimits, decoded: Path
 ) -> tuple[list[Example], float, list[str]]:
     """Windows, audio seconds and problems of one recording (no windows if any problem).
 
-    `name` is the audio's path in the zip; messages name files by their path in the zip.
+    `name` is the audio's path in the zip; messages name files by their path in the zip. The
+    audio is decoded to `decoded` (raw samples), which the windows read from when used.
     """
     problems = []
     cues: list[Cue] = []
@@ -498,13 +556,13 @@ def _load_recording(
         transcript_name = (PurePosixPath(name).parent / transcript_path.name).as_posix()
         problems.append(f"{transcript_name}: {str(e).removeprefix(transcript_path.name + ': ')}")
     try:
-        audio = load_audio(audio_path, max_duration=limits.max_recording_seconds)
+        audio, peak = decode_to_file(audio_path, decoded, limits.max_recording_seconds)
     except AudioError as e:
         problems.append(f"{name}: {str(e).removeprefix(audio_path.name + ': ')}")
     if audio is None:
         return [], 0.0, problems
     duration = audio.size / SAMPLE_RATE
-    if float(np.abs(audio).max()) < SILENCE_PEAK:
+    if peak < SILENCE_PEAK:
         problems.append(f"{name}: no sound (the audio is silent); check the file")
     if problems:
         return [], duration, problems
@@ -664,6 +722,7 @@ def _load_zip(
 ) -> tuple[list[tuple[str, list[Example]]], list[str]]:
     """(recording name, its windows) for every good recording, sorted by name, and warnings."""
     root = Path(tempfile.mkdtemp(prefix="unzipped-", dir=workdir))
+    decoded = Path(tempfile.mkdtemp(prefix="decoded-", dir=workdir))  # kept: windows read it
     try:
         safe_extract(zip_path, root, limits)
         pairs, warnings = find_pairs(root, skip_unpaired=skip_bad)
@@ -672,7 +731,9 @@ def _load_zip(
         step = max(1, len(pairs) // 10)
         for k, (audio_path, transcript_path) in enumerate(pairs):
             name = _rel(audio_path, root)
-            examples, seconds, found = _load_recording(audio_path, transcript_path, name, limits)
+            examples, seconds, found = _load_recording(
+                audio_path, transcript_path, name, limits, decoded / f"{k:05d}.f32"
+            )
             total += seconds
             if total > limits.max_total_seconds:
                 raise DatasetError(
@@ -682,17 +743,21 @@ def _load_zip(
             if found:
                 problems += found
                 bad += 1
+                (decoded / f"{k:05d}.f32").unlink(missing_ok=True)
             else:
                 recordings.append((name, examples))
             if (k + 1) % step == 0 or k + 1 == len(pairs):
                 logger.info("%s: checked %d/%d recordings", zip_path.name, k + 1, len(pairs))
+        if problems and not recordings:
+            raise _fail(f"{zip_path.name}: none of the recordings can be used", problems)
+        if problems and not skip_bad:
+            summary = f"{zip_path.name}: {bad} of {len(pairs)} recordings cannot be used"
+            raise _fail(summary, problems, _SKIP_HINT)
+    except BaseException:
+        shutil.rmtree(decoded, ignore_errors=True)
+        raise
     finally:
         shutil.rmtree(root, ignore_errors=True)
-    if problems and not recordings:
-        raise _fail(f"{zip_path.name}: none of the recordings can be used", problems)
-    if problems and not skip_bad:
-        summary = f"{zip_path.name}: {bad} of {len(pairs)} recordings cannot be used"
-        raise _fail(summary, problems, _SKIP_HINT)
     warnings += [f"skipped {p}" for p in problems]
     return recordings, warnings
 

@@ -38,7 +38,7 @@ import numpy as np
 import torch
 
 from whisper_ft import progress
-from whisper_ft.dataset import Dataset, Example, sentences
+from whisper_ft.dataset import Dataset, Example, samples, sentences
 from whisper_ft.vocabulary import absent_from, as_hotwords, find_vocabulary
 from whisper_ft.wer import word_error_rate
 
@@ -235,7 +235,7 @@ class Collator:
 
     def __call__(self, audios: Sequence[np.ndarray], labels: Sequence[list[int]]) -> dict:
         features = self.feature_extractor(
-            list(audios), sampling_rate=16000, return_tensors="pt"
+            [samples(a) for a in audios], sampling_rate=16000, return_tensors="pt"
         ).input_features
         if any(ids[0] != self.decoder_start_token_id for ids in labels):
             return {"input_features": features, **self._prompted(labels)}
@@ -297,7 +297,9 @@ def transcribe_examples(
         kwargs["prompt_ids"] = ids.to(device)
     for i in range(0, len(audios), batch_size):
         features = processor.feature_extractor(
-            list(audios[i : i + batch_size]), sampling_rate=16000, return_tensors="pt"
+            [samples(a) for a in audios[i : i + batch_size]],
+            sampling_rate=16000,
+            return_tensors="pt",
         ).input_features.to(device, dtype)
         ids = model.generate(features, num_beams=1, do_sample=False, **kwargs)
         texts += processor.tokenizer.batch_decode(ids, skip_special_tokens=True)
@@ -366,7 +368,7 @@ def perturb_speed(example: Example, amount: float, rng: random.Random) -> Exampl
     if amount == 0 or factor == 1.0 or length > WINDOW_SAMPLES:
         return example
     audio = np.interp(
-        np.arange(length) * factor, np.arange(example.audio.size), example.audio
+        np.arange(length) * factor, np.arange(example.audio.size), samples(example.audio)
     ).astype(np.float32)
     cues = tuple(
         dataclasses.replace(c, start=c.start / factor, end=c.end / factor) for c in example.cues
@@ -430,7 +432,7 @@ def detect_language(model, processor, examples: Sequence[Example]) -> str:
         return "en"
     sample = list(examples[:8])
     features = processor.feature_extractor(
-        [e.audio for e in sample], sampling_rate=16000, return_tensors="pt"
+        [samples(e.audio) for e in sample], sampling_rate=16000, return_tensors="pt"
     ).input_features.to(next(model.parameters()).device, next(model.parameters()).dtype)
     with torch.no_grad():
         ids = model.detect_language(features).tolist()
