@@ -17,7 +17,7 @@ from pathlib import Path as LocalPath
 from cog import BaseModel, Input, Path
 
 from whisper_ft import runstate
-from whisper_ft.dataset import Dataset, DatasetError, load_dataset
+from whisper_ft.dataset import Dataset, DatasetError, DatasetLimits, fetch_zip, load_dataset
 from whisper_ft.export import export
 from whisper_ft.finetune import (
     LORA_LAYERS,
@@ -34,6 +34,7 @@ from whisper_ft.weights import hf_model
 logger = logging.getLogger(__name__)
 _last_work: LocalPath | None = None  # the previous training's folder (its archive)
 TRAIN, LORA = TrainSettings(), LoraSettings()  # the default recipe (see BENCHMARKS.md)
+LIMITS = DatasetLimits()
 
 
 class TrainingOutput(BaseModel):
@@ -43,6 +44,11 @@ class TrainingOutput(BaseModel):
 @inputs_declared
 def train(
     train_data: Path = Input(description="Zip of audio files with matching .vtt/.srt files"),
+    more_train_data: str = Input(
+        default="",
+        description="More training zips, comma-separated paths or http(s) URLs: their "
+        "recordings are pooled with train_data's",
+    ),
     validation_data: Path | None = Input(
         default=None, description="Optional zip for validation (default: split off train_data)"
     ),
@@ -108,6 +114,23 @@ def train(
         default=False, description="Skip unpaired or broken files with a warning instead of failing"
     ),
     save_adapter: bool = Input(default=False, description="Also include the LoRA adapter alone"),
+    max_dataset_hours: float = Input(
+        default=LIMITS.max_total_seconds / 3600,
+        ge=0.01,
+        le=10000.0,
+        description="Most audio in all the training zips together, in hours (decoded samples "
+        "take about 230 MB of disk an hour while training)",
+    ),
+    max_recording_hours: float = Input(
+        default=LIMITS.max_recording_seconds / 3600, ge=0.01, le=100.0
+    ),
+    max_unpacked_gb: float = Input(
+        default=LIMITS.max_unpacked_bytes / 1024**3,
+        ge=0.01,
+        le=10000.0,
+        description="Most bytes a zip may unpack to (and a downloaded zip may have), in GiB",
+    ),
+    max_files: int = Input(default=LIMITS.max_files, ge=1, le=10_000_000),
     state_dir: str = Input(
         default="",
         description="Folder to keep the run state in (LoRA weights, optimizer, schedule, data "
@@ -161,16 +184,27 @@ def train(
         shutil.rmtree(_last_work, ignore_errors=True)
     work = _last_work = LocalPath(tempfile.mkdtemp(prefix="whisper-ft-train-"))
     try:
+        limits = DatasetLimits(
+            max_files=args["max_files"],
+            max_unpacked_bytes=int(args["max_unpacked_gb"] * 1024**3),
+            max_recording_seconds=args["max_recording_hours"] * 3600,
+            max_total_seconds=args["max_dataset_hours"] * 3600,
+        )
+        zips = fetched(args, "train_data", work, limits) + fetched(
+            args, "more_train_data", work, limits
+        )
+        validation = fetched(args, "validation_data", work, limits)
         dataset = load_dataset(
-            LocalPath(args["train_data"]),
+            zips,
             work / "data",
             validation_fraction=args["validation_fraction"],
-            validation_zip=LocalPath(args["validation_data"]) if args["validation_data"] else None,
+            validation_zip=validation[0] if validation else None,
             skip_bad=args["skip_bad_files"],
             seed=args["seed"],
+            limits=limits,
         )
         general = (
-            load_general(LocalPath(args["general_data"]), work / "general", args)
+            load_general(fetched(args, "general_data", work, limits)[0], work / "general", args)
             if args["general_data"]
             else None
         )
@@ -218,6 +252,16 @@ def train(
         shutil.rmtree(work, ignore_errors=True)
         raise
     return TrainingOutput(weights=Path(archive))
+
+
+def fetched(args: dict, name: str, work: LocalPath, limits: DatasetLimits) -> list[LocalPath]:
+    """The zips an input names (a path, a URL, or for more_train_data several, comma-
+    separated), downloaded where they are URLs."""
+    specs = [s.strip() for s in str(args[name] or "").split(",") if s.strip()]
+    return [
+        fetch_zip(spec, work / "downloads" / f"{name}-{k}.zip", name, limits.max_unpacked_bytes)
+        for k, spec in enumerate(specs)
+    ]
 
 
 def load_general(zip_path: LocalPath, workdir: LocalPath, args: dict) -> Dataset:

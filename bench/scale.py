@@ -9,7 +9,8 @@ terms, four espeak-ng voices, 2.6 min of audio), the default recipe cut to --ste
 steps. With N processes each step trains N batches (one per process, gradients averaged), so
 the fair comparison is examples per second; step time shows the cost of the exchange. The
 figures come from the run's own step log (training only: loading, scoring and export are
-left out), read between its second and its last step.
+left out), read between its second and its last step. Peak memory is the resident set of the
+largest process started so far (getrusage of the children), so sizes are run smallest first.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import argparse
 import json
 import os
 import re
+import resource
 import subprocess
 import sys
 import tempfile
@@ -57,8 +59,11 @@ def run(data: Path, model: str, processes: int, steps: int, batch: int, folder: 
     times = step_times(done.stderr)
     (first, began), (last, ended) = times[1], times[-1]
     per_step = (ended - began) / (last - first)
+    # The largest process's peak so far: run one model at a time, smallest first.
+    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     return {
         "processes": processes,
+        "peak_mb_largest_process": round(peak),
         "steps": last,
         "seconds_per_step": round(per_step, 2),
         "examples_per_second": round(batch * processes / per_step, 2),
@@ -80,13 +85,13 @@ def main() -> None:
         rows = [
             run(data, args.model, n, args.steps, args.batch_size, folder) for n in args.processes
         ]
-    print(f"| {args.model}, batch {args.batch_size} in each process | s/step | examples/s |")
-    print("|---|---|---|")
+    print(f"| {args.model}, batch {args.batch_size} a process | s/step | examples/s | peak RSS |")
+    print("|---|---|---|---|")
     for row in rows:
         n = row["processes"]
         print(
             f"| {n} process{'es' if n > 1 else ''} | {row['seconds_per_step']} | "
-            f"{row['examples_per_second']} |"
+            f"{row['examples_per_second']} | {row['peak_mb_largest_process']} MB |"
         )
     RESULTS.mkdir(exist_ok=True)
     out = RESULTS / f"scale-{args.model}.json"

@@ -202,7 +202,9 @@ def train_cases(clip) -> list[tuple[str, bytes, str]]:
 def test_training_data_catalogue(trainer, clip):
     """Each bad dataset fails with its own message; the trainer stays ready for the next."""
     for label, data, message in train_cases(clip):
-        result = trainer.train(train_data=data_url(data, "application/zip"), base_model="tiny.en")
+        result = trainer.train(
+            train_data=data_url(data, "application/zip"), base_model="tiny.en", max_files=2000
+        )
         assert result["status"] == "failed", label
         assert message in result["error"], (label, result["error"][:500])
         assert trainer.wait_ready(timeout=30)["status"] == "READY", label
@@ -217,6 +219,13 @@ def test_training_inputs_are_checked(trainer, clip):
         ({"lora_rank": 0}, "lora_rank: 0 is below the minimum of 1"),
         ({"target_modules": "qkv"}, "target_modules: qkv"),
         ({"base_model": "no/such-model"}, "cannot download 'no/such-model'"),
+        (
+            {"more_train_data": "http://127.0.0.1:9/more.zip"},
+            "more_train_data: cannot download http://127.0.0.1:9/more.zip",
+        ),
+        ({"more_train_data": "/no/such/data.zip"}, "more_train_data: no such file"),
+        ({"resume_from": "/"}, "resume_from: / is not a run state"),
+        ({"max_dataset_hours": 0}, "max_dataset_hours: 0.0 is below the minimum of 0.01"),
     ]:
         result = trainer.train(train_data=data, **extra)
         assert result["status"] == "failed"

@@ -542,3 +542,29 @@ def test_total_audio_limit(speech, tmp_path):
         load_dataset(data, tmp_path / "w", limits=DatasetLimits(max_total_seconds=4.0))
     with pytest.raises(DatasetError, match="a.wav: audio is longer than the limit"):
         load_dataset(data, tmp_path / "w", limits=DatasetLimits(max_recording_seconds=1.0))
+
+
+def test_several_zips_are_pooled_and_limited_together(speech, tmp_path):
+    """more_train_data: the recordings of every zip train together, the later zips' named
+    by their zip, and the total-audio limit counts all of them."""
+    wav, vtt = audio_bytes(speech[SHORT], tmp_path), write_vtt([Cue(0, 2, "hi")])
+    first = make_zip(tmp_path / "first.zip", {"a.wav": wav, "a.vtt": vtt})
+    second = make_zip(tmp_path / "second.zip", {"a.wav": wav, "a.vtt": vtt})
+    ds = load_dataset([first, second], tmp_path / "w", validation_fraction=0)
+    assert sorted(e.recording for e in ds.train) == ["a.wav", "second.zip/a.wav"]
+    assert ds.recordings == 2
+    with pytest.raises(DatasetError, match="second.zip: more than 4 s of audio in all"):
+        load_dataset([first, second], tmp_path / "w", limits=DatasetLimits(max_total_seconds=4.0))
+
+
+def test_windows_are_read_from_disk_when_used(good_files, tmp_path):
+    """A loaded dataset holds spans of decoded samples on disk, not the samples: they are
+    read (the same samples) when a batch is built."""
+    from whisper_ft.dataset import AudioSpan, samples
+
+    ds = load_dataset(make_zip(tmp_path / "data.zip", good_files), tmp_path / "work")
+    for ex in ds.train + ds.validation:
+        assert isinstance(ex.audio, AudioSpan)
+        audio = samples(ex.audio)
+        assert audio.dtype == np.float32 and audio.size == ex.audio.size
+        assert np.array_equal(samples(ex.audio[10:20]), audio[10:20])

@@ -29,6 +29,7 @@ import shutil
 import stat
 import tempfile
 import unicodedata
+import urllib.request
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -44,6 +45,7 @@ __all__ = [
     "DatasetError",
     "DatasetLimits",
     "Example",
+    "fetch_zip",
     "find_pairs",
     "load_dataset",
     "read_transcript",
@@ -93,13 +95,13 @@ def _fail(summary: str, problems: list[str], hint: str = "") -> DatasetError:
 
 @dataclass(frozen=True)
 class DatasetLimits:
-    max_files: int = 2000  # files in the zip (folders and OS clutter such as __MACOSX not counted)
-    max_unpacked_bytes: int = 2 * 1024**3  # all files unpacked together
+    max_files: int = 50_000  # files in a zip (folders and OS clutter such as __MACOSX not counted)
+    max_unpacked_bytes: int = 20 * 1024**3  # all files of a zip unpacked together
     max_ratio: float = 200.0  # unpacked/compressed, per entry and overall (zip bombs)
     ratio_min_bytes: int = 1024**2  # the ratio check applies above this size: tiny files are
     # harmless whatever their ratio (a 3 s silent WAV deflates ~1000:1)
     max_recording_seconds: float = 4 * 3600  # one audio file
-    max_total_seconds: float = 20 * 3600  # all audio files together
+    max_total_seconds: float = 100 * 3600  # all audio files together (all the zips)
 
 
 class AudioSpan:
@@ -194,6 +196,36 @@ def _entry_parts(info: zipfile.ZipInfo) -> tuple[tuple[str, ...] | None, str]:
     if stat.S_ISLNK(info.external_attr >> 16):
         return None, "symbolic link"
     return parts, ""
+
+
+def fetch_zip(spec: str | os.PathLike, dest: Path, input_name: str, max_bytes: int) -> Path:
+    """A dataset zip named by a local path, or by an http(s) URL downloaded to `dest`."""
+    text = str(spec)
+    if not text.startswith(("http://", "https://")):
+        path = Path(text).expanduser()
+        if not path.is_file():
+            raise DatasetError(f"{input_name}: no such file: {path}")
+        return path
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    written = 0
+    try:
+        with urllib.request.urlopen(text, timeout=60) as response, open(dest, "wb") as f:
+            while block := response.read(COPY_BLOCK):
+                written += len(block)
+                if written > max_bytes:
+                    raise DatasetError(
+                        f"{input_name}: {text} is larger than {_size(max_bytes)}, the limit "
+                        "(max_unpacked_gb); split the data into several zips or raise the limit"
+                    )
+                f.write(block)
+    except OSError as e:
+        dest.unlink(missing_ok=True)
+        raise DatasetError(
+            f"{input_name}: cannot download {text} ({e}); check the URL and that this machine "
+            "can reach it"
+        ) from e
+    logger.info("%s: downloaded %s (%s)", input_name, text, _size(written))
+    return dest
 
 
 def safe_extract(zip_path: Path, dest: Path, limits: DatasetLimits = DatasetLimits()) -> Path:
@@ -670,7 +702,7 @@ def sentences(example: Example) -> list[Example]:
 
 
 def load_dataset(
-    zip_path: Path,
+    zip_path: Path | list[Path],
     workdir: Path,
     *,
     validation_fraction: float = 0.1,
@@ -680,7 +712,9 @@ def load_dataset(
     limits: DatasetLimits = DatasetLimits(),
     too_small_hint: str = "add more audio or set validation_fraction=0",
 ) -> Dataset:
-    """Load, check, window and split the training zip (and the validation zip, if given).
+    """Load, check, window and split the training zip, or several (a list: their recordings
+    are pooled, those of the second and later zips named `<zip name>/<path>`), and the
+    validation zip, if given. `limits.max_total_seconds` counts all the zips together.
 
     Recordings go wholly to train or to validation, chosen by a seeded hash of their path in
     the zip, so the split does not depend on file order and a speaker's recording never
@@ -690,9 +724,16 @@ def load_dataset(
         raise ValueError(f"validation_fraction must be in [0, 1), got {validation_fraction}")
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
-    recordings, warnings = _load_zip(Path(zip_path), workdir, skip_bad, limits)
+    recordings, warnings, total = [], [], 0.0
+    for k, path in enumerate(zip_path if isinstance(zip_path, list) else [zip_path]):
+        prefix = f"{Path(path).name}/" if k else ""
+        found, found_warnings, total = _load_zip(
+            Path(path), workdir, skip_bad, limits, prefix, before=total
+        )
+        recordings += found
+        warnings += found_warnings
     if validation_zip is not None:
-        val_recordings, val_warnings = _load_zip(Path(validation_zip), workdir, skip_bad, limits)
+        val_recordings, val_warnings, _ = _load_zip(Path(validation_zip), workdir, skip_bad, limits)
         warnings += [f"validation data: {w}" for w in val_warnings]
         train = [ex for _, examples in recordings for ex in examples]
         validation = [ex for _, examples in val_recordings for ex in examples]
@@ -718,19 +759,26 @@ def load_dataset(
 
 
 def _load_zip(
-    zip_path: Path, workdir: Path, skip_bad: bool, limits: DatasetLimits
-) -> tuple[list[tuple[str, list[Example]]], list[str]]:
-    """(recording name, its windows) for every good recording, sorted by name, and warnings."""
+    zip_path: Path,
+    workdir: Path,
+    skip_bad: bool,
+    limits: DatasetLimits,
+    prefix: str = "",
+    before: float = 0.0,
+) -> tuple[list[tuple[str, list[Example]]], list[str], float]:
+    """(recording name, its windows) for every good recording, sorted by name, warnings, and
+    the seconds of audio decoded so far (`before`, from earlier zips, and this one's). Names
+    are paths in the zip after `prefix`."""
     root = Path(tempfile.mkdtemp(prefix="unzipped-", dir=workdir))
     decoded = Path(tempfile.mkdtemp(prefix="decoded-", dir=workdir))  # kept: windows read it
     try:
         safe_extract(zip_path, root, limits)
         pairs, warnings = find_pairs(root, skip_unpaired=skip_bad)
         recordings, problems, bad = [], [], 0
-        total = 0.0
+        total = before
         step = max(1, len(pairs) // 10)
         for k, (audio_path, transcript_path) in enumerate(pairs):
-            name = _rel(audio_path, root)
+            name = prefix + _rel(audio_path, root)
             examples, seconds, found = _load_recording(
                 audio_path, transcript_path, name, limits, decoded / f"{k:05d}.f32"
             )
@@ -759,7 +807,7 @@ def _load_zip(
     finally:
         shutil.rmtree(root, ignore_errors=True)
     warnings += [f"skipped {p}" for p in problems]
-    return recordings, warnings
+    return recordings, warnings, total
 
 
 def _split(

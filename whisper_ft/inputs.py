@@ -137,6 +137,8 @@ def _coerce(name: str, kind: type, value: Any) -> Any:
                 raise ValueError
             return str(value)
         if isinstance(kind, type) and issubclass(kind, Path):
+            if isinstance(value, str) and value.startswith(("http://", "https://")):
+                return value  # a URL stays a URL (a Path would fold its "//")
             return value if isinstance(value, Path) else Path(str(value))
     except (TypeError, ValueError) as e:
         raise InputError(f"{name}: {value!r} is not a valid {kind.__name__}") from e
