@@ -9,14 +9,21 @@ folder). The result is one weights archive: serve it with COG_WEIGHTS=<archive o
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import shutil
+import subprocess
+import sys
 import tempfile
+import threading
 from pathlib import Path as LocalPath
 
+import torch
 from cog import BaseModel, Input, Path
 
 from whisper_ft import runstate
+from whisper_ft.__main__ import ERROR_FILE_ENV
 from whisper_ft.dataset import Dataset, DatasetError, DatasetLimits, fetch_zip, load_dataset
 from whisper_ft.export import export
 from whisper_ft.finetune import (
@@ -35,6 +42,7 @@ logger = logging.getLogger(__name__)
 _last_work: LocalPath | None = None  # the previous training's folder (its archive)
 TRAIN, LORA = TrainSettings(), LoraSettings()  # the default recipe (see BENCHMARKS.md)
 LIMITS = DatasetLimits()
+PROCESSES_ENV = "WHISPER_FT_TRAIN_PROCESSES"  # processes for one training (default: GPUs)
 
 
 class TrainingOutput(BaseModel):
@@ -183,6 +191,13 @@ def train(
     if _last_work is not None:
         shutil.rmtree(_last_work, ignore_errors=True)
     work = _last_work = LocalPath(tempfile.mkdtemp(prefix="whisper-ft-train-"))
+    wanted = wanted_processes()
+    if wanted > 1:  # Cog calls train() in one process: start one per GPU, as torchrun does
+        try:
+            return TrainingOutput(weights=Path(launch(args, wanted, work)))
+        except BaseException:
+            shutil.rmtree(work, ignore_errors=True)
+            raise
     try:
         limits = DatasetLimits(
             max_files=args["max_files"],
@@ -252,6 +267,62 @@ def train(
         shutil.rmtree(work, ignore_errors=True)
         raise
     return TrainingOutput(weights=Path(archive))
+
+
+def wanted_processes() -> int:
+    """Processes to train with: one per GPU (or $WHISPER_FT_TRAIN_PROCESSES), unless this
+    process is already one of several (started by torchrun or accelerate launch)."""
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        return 1
+    if os.environ.get(PROCESSES_ENV):
+        return int(os.environ[PROCESSES_ENV])
+    return max(1, torch.cuda.device_count())
+
+
+def launch(args: dict, count: int, work: LocalPath) -> LocalPath:
+    """Run this training as `count` processes (torchrun, on this machine) through the
+    command line, their logs passed on as they come; returns the archive's path. Stopping
+    this call stops them (SIGTERM: with state_dir their state is kept)."""
+    inputs = []
+    for name, value in args.items():
+        if value is None:
+            continue
+        text = str(value).lower() if isinstance(value, bool) else str(value)
+        inputs += ["-i", f"{name}={'@' if isinstance(value, LocalPath) else ''}{text}"]
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
+    command += [f"--nproc-per-node={count}", "-m", "whisper_ft", "train", *inputs]
+    logger.info("training with %d processes", count)
+    error_file = work / "error.txt"
+    child = subprocess.Popen(
+        [*command, "-o", str(work / "out")],
+        cwd=LocalPath(__file__).resolve().parent,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "TMPDIR": str(work), ERROR_FILE_ENV: str(error_file)},
+    )
+    # Their log lines go on through this process's stderr, which Cog's logs read.
+    relay = threading.Thread(target=lambda: [sys.stderr.write(line) for line in child.stderr])
+    relay.start()
+    try:
+        printed = child.stdout.read()
+        child.wait()
+        relay.join()
+    except BaseException:
+        child.terminate()
+        try:
+            child.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            child.kill()
+        raise
+    if child.returncode != 0:
+        raise ValueError(
+            error_file.read_text()
+            if error_file.exists()
+            else f"training with {count} processes failed (exit code {child.returncode}); "
+            "its log says why"
+        )
+    return LocalPath(json.loads(printed)["weights"])
 
 
 def fetched(args: dict, name: str, work: LocalPath, limits: DatasetLimits) -> list[LocalPath]:

@@ -10,7 +10,7 @@ steps. With N processes each step trains N batches (one per process, gradients a
 the fair comparison is examples per second; step time shows the cost of the exchange. The
 figures come from the run's own step log (training only: loading, scoring and export are
 left out), read between its second and its last step. Peak memory is the resident set of the
-largest process started so far (getrusage of the children), so sizes are run smallest first.
+run's largest process (getrusage of the run's children).
 """
 
 from __future__ import annotations
@@ -19,7 +19,6 @@ import argparse
 import json
 import os
 import re
-import resource
 import subprocess
 import sys
 import tempfile
@@ -29,6 +28,12 @@ from tests import vocab
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = Path(__file__).resolve().parent / "results"
+# Runs the command and reports the peak resident set of the largest process it started.
+PEAK_WRAPPER = (
+    "import resource, subprocess, sys; code = subprocess.call(sys.argv[1:]); "
+    "print('PEAK_KB', resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, file=sys.stderr); "
+    "sys.exit(code)"
+)
 STEP_LOG = re.compile(r"(\d\d):(\d\d):(\d\d),(\d+) INFO whisper_ft\.finetune: step (\d+)/\d+ ")
 
 
@@ -48,7 +53,7 @@ def run(data: Path, model: str, processes: int, steps: int, batch: int, folder: 
     inputs += [f"batch_size={batch}", "validation_fraction=0"]
     command = [*launcher, "-m", "whisper_ft", "train", *(x for i in inputs for x in ("-i", i))]
     done = subprocess.run(
-        [*command, "-o", str(folder / f"out{processes}")],
+        [sys.executable, "-c", PEAK_WRAPPER, *command, "-o", str(folder / f"out{processes}")],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -59,8 +64,7 @@ def run(data: Path, model: str, processes: int, steps: int, batch: int, folder: 
     times = step_times(done.stderr)
     (first, began), (last, ended) = times[1], times[-1]
     per_step = (ended - began) / (last - first)
-    # The largest process's peak so far: run one model at a time, smallest first.
-    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    peak = int(re.findall(r"^PEAK_KB (\d+)$", done.stderr, re.M)[-1]) / 1024
     return {
         "processes": processes,
         "peak_mb_largest_process": round(peak),

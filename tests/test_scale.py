@@ -194,3 +194,45 @@ def test_two_processes_share_the_data_and_learn_the_same(data, uninterrupted, tm
     assert manifest["wer_after"] < manifest["wer_before"]
     assert manifest["wer_after"] <= expected["wer_after"] + 15.0
     assert len(list((tmp_path / "out").glob("*.tar"))) == 1
+
+
+def test_cog_training_starts_a_process_per_gpu(data, tmp_path):
+    """Cog calls train() in one process; with several GPUs it trains with one process per
+    GPU. WHISPER_FT_TRAIN_PROCESSES=2 asks the same of a machine without GPUs (gloo): the
+    training succeeds through Cog's HTTP server with two processes, and bad data still fails
+    with its own message."""
+    import base64
+
+    from tests.cog_server import data_url, ready_server
+
+    env = {"WHISPER_FT_TRAIN_PROCESSES": "2"}
+    with ready_server(tmp_path / "train.log", train=True, env=env) as server:
+        result = server.train(
+            train_data=data_url(data, "application/zip"),
+            base_model="tiny.en",
+            num_train_epochs=1,
+            batch_size=4,
+        )
+        assert result["status"] == "succeeded", result.get("error")
+        assert "training with 2 processes" in result["logs"]
+        assert "x 2 processes" in result["logs"]
+        archive = tmp_path / "weights.tar"
+        archive.write_bytes(base64.b64decode(result["output"]["weights"].split(",", 1)[1]))
+        with tarfile.open(archive) as tar:
+            manifest = json.load(tar.extractfile("manifest.json"))
+        assert manifest["history"][0]["processes"]["examples"][1] > 0
+
+        empty = data_url(unpaired_zip(tmp_path), "application/zip")
+        failed = server.train(train_data=empty, base_model="tiny.en")
+        assert failed["status"] == "failed" and "has no audio file" in failed["error"], failed
+        assert server.wait_ready(timeout=30)["status"] == "READY"
+
+
+def unpaired_zip(folder: Path) -> Path:
+    """A zip whose only transcript has no audio beside it."""
+    import zipfile
+
+    path = folder / "unpaired.zip"
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr("talk.vtt", "WEBVTT\n\n00:00.000 --> 00:01.000\nhello\n")
+    return path

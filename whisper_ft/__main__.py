@@ -25,6 +25,7 @@ from pathlib import Path
 from whisper_ft.inputs import InputError, check_inputs, declared_inputs, parse_cli_value
 
 ROOT = Path(__file__).resolve().parent.parent
+ERROR_FILE_ENV = "WHISPER_FT_ERROR_FILE"  # where a failed run also writes its error message
 logger = logging.getLogger("whisper_ft")
 
 
@@ -107,6 +108,8 @@ def main(argv: list[str] | None = None) -> int:
     except (InputError, ValueError, OSError) as e:
         logger.debug("error", exc_info=True)
         print(f"error: {e}", file=sys.stderr)
+        if os.environ.get(ERROR_FILE_ENV):  # for a parent that started this run (train.py)
+            Path(os.environ[ERROR_FILE_ENV]).write_text(str(e))
         return 2
 
 
