@@ -83,29 +83,31 @@ def same_weights(a: Path, b: Path) -> bool:
     return first.keys() == second.keys() and all(torch.equal(first[k], second[k]) for k in first)
 
 
-def test_a_killed_run_resumes_to_the_same_result(data, uninterrupted, tmp_path):
-    """Killed in its second epoch (SIGKILL: no chance to save), the run continues from the
-    state saved after its first epoch and ends with the uninterrupted run's weights."""
-    state = tmp_path / "state"
-    log = tmp_path / "killed.log"
+def stopped_run(data: Path, folder: Path, when: str, how: signal.Signals) -> dict:
+    """Start a training that keeps its state, signal it once its log matches `when`; the
+    position its state was saved at."""
+    state, log = folder / "state", folder / "stopped.log"
     with open(log, "w") as f:
         process = subprocess.Popen(
-            command(data, tmp_path / "killed", f"state_dir={state}"),
+            command(data, folder / "stopped", f"state_dir={state}"),
             cwd=ROOT,
             stdout=f,
             stderr=subprocess.STDOUT,
-            env={**os.environ, "TMPDIR": str(tmp_path)},
+            env={**os.environ, "TMPDIR": str(folder)},
         )
         deadline = time.monotonic() + 600
-        while not re.search(r"step \d+/\d+  epoch 2 ", log.read_text()):
+        while not re.search(when, log.read_text()):
             assert process.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
             time.sleep(0.2)
-        process.send_signal(signal.SIGKILL)
-        process.wait()
-    saved = json.loads((state / "state.json").read_text())
-    assert saved["position"]["epoch"] == 2 and saved["position"]["steps_in_epoch"] == 0
+        process.send_signal(how)
+        assert process.wait(timeout=120) != 0
+    return json.loads((state / "state.json").read_text())["position"]
 
-    manifest, unpacked = train(data, tmp_path / "resumed", f"resume_from={state}")
+
+def resumes_to(uninterrupted, data: Path, folder: Path) -> None:
+    """Resumed from folder/state, the run ends with the uninterrupted run's losses, WER and
+    weights."""
+    manifest, unpacked = train(data, folder / "resumed", f"resume_from={folder / 'state'}")
     expected, expected_dir = uninterrupted
     assert [e["loss"] for e in manifest["history"]] == pytest.approx(
         [e["loss"] for e in expected["history"]], abs=1e-6
@@ -114,34 +116,20 @@ def test_a_killed_run_resumes_to_the_same_result(data, uninterrupted, tmp_path):
     assert same_weights(unpacked, expected_dir)
 
 
+def test_a_killed_run_resumes_to_the_same_result(data, uninterrupted, tmp_path):
+    """Killed in its second epoch (SIGKILL: no chance to save), the run continues from the
+    state saved after its first epoch and ends with the uninterrupted run's weights."""
+    position = stopped_run(data, tmp_path, r"step \d+/\d+  epoch 2 ", signal.SIGKILL)
+    assert position["epoch"] == 2 and position["steps_in_epoch"] == 0, position
+    resumes_to(uninterrupted, data, tmp_path)
+
+
 def test_an_interrupted_run_keeps_its_state_mid_epoch_and_resumes(data, uninterrupted, tmp_path):
     """Stopped mid-epoch (SIGTERM, as a job runner stops it), the run saves where it stood
     after its last whole step; resumed, it ends where the uninterrupted run ended."""
-    state = tmp_path / "state"
-    log = tmp_path / "stopped.log"
-    with open(log, "w") as f:
-        process = subprocess.Popen(
-            command(data, tmp_path / "stopped", f"state_dir={state}"),
-            cwd=ROOT,
-            stdout=f,
-            stderr=subprocess.STDOUT,
-            env={**os.environ, "TMPDIR": str(tmp_path)},
-        )
-        deadline = time.monotonic() + 600
-        while not re.search(r"step 2/\d+  epoch 1 ", log.read_text()):
-            assert process.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
-            time.sleep(0.2)
-        process.send_signal(signal.SIGTERM)
-        assert process.wait(timeout=120) != 0
-    position = json.loads((state / "state.json").read_text())["position"]
+    position = stopped_run(data, tmp_path, r"step 2/\d+  epoch 1 ", signal.SIGTERM)
     assert position["epoch"] == 1 and position["steps_in_epoch"] >= 2, position
-
-    manifest, unpacked = train(data, tmp_path / "resumed", f"resume_from={state}")
-    expected, expected_dir = uninterrupted
-    assert [e["loss"] for e in manifest["history"]] == pytest.approx(
-        [e["loss"] for e in expected["history"]], abs=1e-6
-    )
-    assert same_weights(unpacked, expected_dir)
+    resumes_to(uninterrupted, data, tmp_path)
 
 
 @pytest.mark.parametrize(

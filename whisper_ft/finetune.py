@@ -661,7 +661,7 @@ def finetune(
     # 5. The loop: the epochs' batches shared among the processes, the best epoch kept.
     start, first_step = time.monotonic(), position.step
     restore = saved.torch_rng if saved else None  # dropout's state where the run stopped
-    torch_rng = restore if saved else torch.get_rng_state()  # after the last whole step
+    torch_rng = restore if saved else runstate.torch_random_state()  # after the last step
     while position.epoch <= epochs and position.step < total_steps:
         epoch = position.epoch
         model.train()
@@ -687,7 +687,7 @@ def finetune(
                 if index < skip:  # drawn again, as the interrupted run drew it, not trained
                     continue
                 if restore is not None:
-                    torch.set_rng_state(restore)
+                    runstate.set_torch_random_state(restore)
                     restore = None
                 seen += inputs.pop("windows").tolist()
                 with accelerator.accumulate(model):
@@ -712,7 +712,7 @@ def finetune(
                 scheduler.step()
                 position.step += 1
                 position.steps_in_epoch += 1
-                torch_rng, losses_kept = torch.get_rng_state(), len(position.losses)
+                torch_rng, losses_kept = runstate.torch_random_state(), len(position.losses)
                 elapsed = time.monotonic() - start
                 per_step = elapsed / (position.step - first_step)
                 eta = per_step * (total_steps - position.step)

@@ -7,7 +7,7 @@
       best.safetensors    the LoRA weights of the best epoch so far
       optimizer.pt        AdamW's moments (tensors only: read back with weights_only=True)
       rng-<rank>.json     each process's data-order and augmentation random state
-      rng-<rank>.safetensors  each process's torch random state (dropout)
+      rng-<rank>.safetensors  each process's torch random state (dropout; CPU and GPU)
 
 The state is written after every epoch and when a run is canceled or interrupted, at an
 optimizer-step boundary. Each file is written aside and renamed into place; `state.json` goes
@@ -52,9 +52,25 @@ def _replace(path: Path, write) -> None:
     os.replace(tmp, path)
 
 
-def save_process(state_dir: Path, rank: int, python_rng: tuple, torch_rng: torch.Tensor) -> None:
+def torch_random_state() -> dict[str, torch.Tensor]:
+    """torch's generators (CPU, and this process's GPU where there is one): dropout's draws."""
+    state = {"cpu": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state()
+    return state
+
+
+def set_torch_random_state(state: dict[str, torch.Tensor]) -> None:
+    torch.set_rng_state(state["cpu"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state(state["cuda"])
+
+
+def save_process(
+    state_dir: Path, rank: int, python_rng: tuple, torch_rng: dict[str, torch.Tensor]
+) -> None:
     """One process's random state: the Python generator at the start of the epoch in
-    progress (its draws are repeated on resume) and torch's now."""
+    progress (its draws are repeated on resume) and torch's (torch_random_state) now."""
     state_dir.mkdir(parents=True, exist_ok=True)
     version, internal, gauss = python_rng
     _replace(
@@ -63,7 +79,7 @@ def save_process(state_dir: Path, rank: int, python_rng: tuple, torch_rng: torch
     )
     _replace(
         state_dir / f"rng-{rank}.safetensors",
-        lambda p: save_file({"torch": torch_rng.contiguous()}, str(p)),
+        lambda p: save_file({k: v.contiguous() for k, v in torch_rng.items()}, str(p)),
     )
 
 
@@ -105,7 +121,7 @@ class Saved:
     optimizer: dict
     scheduler: dict
     python_rng: tuple
-    torch_rng: torch.Tensor
+    torch_rng: dict[str, torch.Tensor]
 
 
 def read_record(state_dir: Path) -> dict:
@@ -153,7 +169,7 @@ def load_run(state_dir: Path, identity: dict, rank: int) -> Saved:
         )
     try:
         version, internal, gauss = json.loads((state_dir / f"rng-{rank}.json").read_text())
-        torch_rng = load_file(str(state_dir / f"rng-{rank}.safetensors"))["torch"]
+        torch_rng = load_file(str(state_dir / f"rng-{rank}.safetensors"))
         best_path = state_dir / "best.safetensors"
         return Saved(
             position=Position(**record["position"]),
