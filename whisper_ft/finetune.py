@@ -2,11 +2,12 @@
 
     model, report = finetune(hf_model("tiny.en"), dataset, TrainSettings(), LoraSettings())
 
-Why a small loop of our own instead of `Seq2SeqTrainer`: the run is short (minutes), must
-evaluate WER by generation after every epoch, keep the best LoRA weights in memory, report
-progress with an ETA to Cog's logs, and run the same on CPU and GPU. That is fifty lines of
-PyTorch that read top to bottom; the Trainer would add checkpoint files and a second set of
-settings to keep in sync.
+Why a small loop of our own instead of `Seq2SeqTrainer`: the run must evaluate WER by
+generation after every epoch, keep the best LoRA weights, report progress with an ETA to
+Cog's logs, and keep a run state that resumes to the very same result. The loop reads top to
+bottom in numbered phases; `accelerate` gives it device placement, mixed precision, gradient
+accumulation and data-parallel processes, so the same loop runs on one CPU, one GPU or
+several processes (`torchrun`, `accelerate launch`).
 
 Labels follow Whisper's own training format: `<|startoftranscript|><|lang|><|task|>`, then
 either `<|notimestamps|>` and the text, or the text of each cue between its start and end
