@@ -38,6 +38,7 @@ import logging
 import shutil
 import tempfile
 import time
+import zipfile
 from dataclasses import fields
 from pathlib import Path
 from statistics import mean
@@ -174,6 +175,17 @@ def across_seeds(rows: list[dict]) -> list[dict]:
     return summary
 
 
+def raven_zip(folder: Path) -> Path:
+    """A general_data zip: the Raven reading of ../shared/longform and its line timings."""
+    from bench.adapt import LONGFORM, RECORDING
+
+    path = folder / "general.zip"
+    with zipfile.ZipFile(path, "w") as z:
+        z.write(LONGFORM / "audio" / f"{RECORDING}.flac", f"{RECORDING}.flac")
+        z.write(LONGFORM / "timing" / f"{RECORDING}.lines.vtt", f"{RECORDING}.vtt")
+    return path
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--model", default="tiny.en")
@@ -202,6 +214,14 @@ def main() -> None:
         help="what is taught: invented names and recent model names, or terms as users "
         "bring them (Mixtral 8x7B, GPT-4o, Llama 3.1 70B, ... and invented names)",
     )
+    parser.add_argument(
+        "--general",
+        choices=("none", "raven"),
+        default="none",
+        help="general speech replayed in training and scored for the kept epoch "
+        "(general_data): none, or the Raven reading of ../shared/longform (one real reader, "
+        "4.8 min, with its line timings)",
+    )
     args = parser.parse_args()
     if args.seeds < 1 or args.train_seeds < 1:
         parser.error("--seeds and --train-seeds must be at least 1")
@@ -224,6 +244,11 @@ def main() -> None:
     real = shared_speech.files("en", shared_speech.GENERAL)
     base_dir = hf_model(args.model)
     dataset = load_dataset(train_zip, folder / "work", validation_fraction=0.1)
+    general = (
+        load_dataset(raven_zip(folder), folder / "general", validation_fraction=0.5)
+        if args.general == "raven"
+        else None
+    )
     seconds = sum(e.audio.size for e in dataset.train) / SAMPLE_RATE
     print(
         f"dataset: {len(dataset.train)} train / {len(dataset.validation)} validation windows, "
@@ -266,7 +291,12 @@ def main() -> None:
 
         start = time.monotonic()
         model, processor, report = finetune(
-            base_dir, dataset, settings, lora, on_epoch=score_epoch if args.every_epoch else None
+            base_dir,
+            dataset,
+            settings,
+            lora,
+            general,
+            on_epoch=score_epoch if args.every_epoch else None,
         )
         train_s = time.monotonic() - start - scoring[0]
         report.seconds -= scoring[0]
@@ -278,6 +308,7 @@ def main() -> None:
         )
         row = {
             "recipe": given or "default",
+            "general_data": args.general,
             "train_seed": settings.seed,
             "recall_before": before["recall"],
             "recall_after": after["recall"],
