@@ -272,7 +272,7 @@ def train(
 def wanted_processes() -> int:
     """Processes to train with: one per GPU (or $WHISPER_FT_TRAIN_PROCESSES), unless this
     process is already one of several (started by torchrun or accelerate launch)."""
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+    if processes().num_processes > 1:
         return 1
     if os.environ.get(PROCESSES_ENV):
         return int(os.environ[PROCESSES_ENV])
@@ -301,8 +301,12 @@ def launch(args: dict, count: int, work: LocalPath) -> LocalPath:
         text=True,
         env={**os.environ, "TMPDIR": str(work), ERROR_FILE_ENV: str(error_file)},
     )
-    # Their log lines go on through this process's stderr, which Cog's logs read.
-    relay = threading.Thread(target=lambda: [sys.stderr.write(line) for line in child.stderr])
+
+    def relay_log() -> None:  # through this process's stderr, which Cog's logs read
+        for line in child.stderr:
+            sys.stderr.write(line)
+
+    relay = threading.Thread(target=relay_log)
     relay.start()
     try:
         printed = child.stdout.read()

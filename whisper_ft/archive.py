@@ -21,9 +21,9 @@ import os
 import shutil
 import tarfile
 import tempfile
-import urllib.request
 from pathlib import Path, PurePosixPath
 
+from whisper_ft.fetch import download
 from whisper_ft.weights import WEIGHTS_DIR, ModelError, is_ct2_dir, is_hf_dir, prepared
 
 logger = logging.getLogger(__name__)
@@ -96,9 +96,7 @@ def _download(url: str) -> Path:
     folder = Path(tempfile.mkdtemp(prefix="weights-"))
     path = folder / "weights.tar"
     try:
-        with urllib.request.urlopen(url, timeout=60) as response, open(path, "wb") as f:
-            while block := response.read(1 << 20):
-                f.write(block)
+        download(url, path)
     except OSError as e:
         raise ModelError(f"cannot download the weights archive {url}: {e}") from e
     return path

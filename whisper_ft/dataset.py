@@ -29,7 +29,6 @@ import shutil
 import stat
 import tempfile
 import unicodedata
-import urllib.request
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -37,6 +36,7 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 
 from whisper_ft.audio import CHUNK_LENGTH, SAMPLE_RATE, AudioError, stream_audio
+from whisper_ft.fetch import TooLarge, download
 from whisper_ft.subtitles import Cue, SubtitleError, format_timestamp, parse_subtitles
 
 __all__ = [
@@ -207,19 +207,14 @@ def fetch_zip(spec: str | os.PathLike, dest: Path, input_name: str, max_bytes: i
             raise DatasetError(f"{input_name}: no such file: {path}")
         return path
     dest.parent.mkdir(parents=True, exist_ok=True)
-    written = 0
     try:
-        with urllib.request.urlopen(text, timeout=60) as response, open(dest, "wb") as f:
-            while block := response.read(COPY_BLOCK):
-                written += len(block)
-                if written > max_bytes:
-                    raise DatasetError(
-                        f"{input_name}: {text} is larger than {_size(max_bytes)}, the limit "
-                        "(max_unpacked_gb); split the data into several zips or raise the limit"
-                    )
-                f.write(block)
+        written = download(text, dest, max_bytes)
+    except TooLarge as e:
+        raise DatasetError(
+            f"{input_name}: {text} is larger than {_size(max_bytes)}, the limit "
+            "(max_unpacked_gb); split the data into several zips or raise the limit"
+        ) from e
     except OSError as e:
-        dest.unlink(missing_ok=True)
         raise DatasetError(
             f"{input_name}: cannot download {text} ({e}); check the URL and that this machine "
             "can reach it"
