@@ -6,8 +6,8 @@ import tarfile
 import pytest
 import torch
 
-from whisper_ft import archive, weights
-from whisper_ft.export import export, merge
+from whisper_ft import archive, cache, weights
+from whisper_ft.archive import Manifest, merge, write_archive
 from whisper_ft.finetune import LoraSettings
 
 
@@ -51,19 +51,18 @@ def test_export_packs_a_servable_archive(tmp_path, monkeypatch):
     from peft import LoraConfig, get_peft_model
     from transformers import WhisperForConditionalGeneration, WhisperProcessor
 
-    monkeypatch.setattr(weights, "WEIGHTS_DIR", tmp_path / "weights")
-    monkeypatch.setattr(archive, "WEIGHTS_DIR", tmp_path / "weights")
+    monkeypatch.setattr(cache, "WEIGHTS_DIR", tmp_path / "weights")
     base_dir = weights.hf_model("tiny.en")
     model = get_peft_model(
         WhisperForConditionalGeneration.from_pretrained(base_dir),
         LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"]),
     )
-    path = export(
+    path = write_archive(
         model,
         WhisperProcessor.from_pretrained(base_dir),
         base_dir,
         tmp_path / "w.tar",
-        {"base_model": "tiny.en", "wer_before": 10.0, "wer_after": 5.0},
+        Manifest(base_model="tiny.en", wer_before=10.0, wer_after=5.0),
         save_adapter=True,
     )
     with tarfile.open(path) as tar:

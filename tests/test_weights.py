@@ -4,13 +4,13 @@ import time
 
 import pytest
 
-from whisper_ft import weights
+from whisper_ft import cache, weights
 from whisper_ft.weights import EMBEDDED, ModelError
 
 
 @pytest.fixture
 def weights_dir(tmp_path, monkeypatch):
-    monkeypatch.setattr(weights, "WEIGHTS_DIR", tmp_path)
+    monkeypatch.setattr(cache, "WEIGHTS_DIR", tmp_path)
     return tmp_path
 
 
@@ -20,7 +20,7 @@ def test_embedded_model_is_assembled_and_verified(weights_dir, name):
     assert path == weights_dir / name / "ct2"
     for file in ("model.bin", "config.json", "tokenizer.json", "vocabulary.txt"):
         assert (path / file).is_file()
-    assert weights._sha256(path / "model.bin") == EMBEDDED[name].sha256
+    assert cache.sha256(path / "model.bin") == EMBEDDED[name].sha256
     # Idempotent: the second call reuses the prepared directory as it is.
     mtime = (path / "model.bin").stat().st_mtime_ns
     assert weights.ct2_model(name) == path
@@ -52,7 +52,7 @@ def test_crash_mid_build_leaves_no_model(weights_dir):
         raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        weights.prepared(weights_dir / "m" / "ct2", build)
+        cache.prepared(weights_dir / "m" / "ct2", build)
     assert not (weights_dir / "m" / "ct2").exists()
     assert list((weights_dir / "m").iterdir()) == []
 

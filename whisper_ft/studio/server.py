@@ -28,7 +28,7 @@ from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-from whisper_ft.archive import read_manifest, unpack_weights
+from whisper_ft.archive import open_archive
 from whisper_ft.audio import AudioError
 from whisper_ft.inputs import InputError, check_inputs, declared_inputs, parse_cli_value
 from whisper_ft.outputs import safe_stem, transcript_cues
@@ -199,14 +199,14 @@ class Studio:
 
         def finish(job: Job, outputs: list[dict]) -> dict:
             shutil.move(outputs[0]["weights"], folder / "weights.tar")
-            manifest = read_manifest(unpack_weights(str(folder / "weights.tar")))
+            manifest = open_archive(str(folder / "weights.tar")).manifest
             report = {
                 "id": model_id,
-                "name": f"tuned {manifest.get('base_model')} #{len(self.store.models()) + 1}",
+                "name": f"tuned {manifest.base_model} #{len(self.store.models()) + 1}",
                 "model": f"model:{model_id}",
                 "base_model": model,
                 "training_set": summary,
-                **{k: manifest.get(k) for k in REPORTED},
+                **{k: getattr(manifest, k) for k in REPORTED},
             }
             write_json(folder / "report.json", report)
             return report
