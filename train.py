@@ -22,25 +22,16 @@ from pathlib import Path as LocalPath
 import torch
 from cog import BaseModel, Input, Path
 
-from whisper_ft import runstate
-from whisper_ft.__main__ import ERROR_FILE_ENV
+from whisper_ft import progress, runstate
+from whisper_ft.archive import Manifest, write_archive
 from whisper_ft.dataset import Dataset, DatasetError, DatasetLimits, fetch_zip, load_dataset
-from whisper_ft.export import export
-from whisper_ft.finetune import (
-    LORA_LAYERS,
-    LoraSettings,
-    RunFiles,
-    TrainSettings,
-    finetune,
-    processes,
-)
-from whisper_ft.inputs import check_inputs, inputs_declared
+from whisper_ft.finetune import LoraSettings, RunFiles, TrainSettings, finetune, processes
+from whisper_ft.inputs import check_inputs, cog_input, inputs_declared, settings_from
 from whisper_ft.transcribe import language_code
 from whisper_ft.weights import hf_model
 
 logger = logging.getLogger(__name__)
 _last_work: LocalPath | None = None  # the previous training's folder (its archive)
-TRAIN, LORA = TrainSettings(), LoraSettings()  # the default recipe (see BENCHMARKS.md)
 LIMITS = DatasetLimits()
 PROCESSES_ENV = "WHISPER_FT_TRAIN_PROCESSES"  # processes for one training (default: GPUs)
 
@@ -70,53 +61,22 @@ def train(
         description="base, tiny.en, a Hugging Face id, or a weights archive URL to continue from",
     ),
     language: str = Input(default="auto", description="Language of the speech (auto: detect)"),
-    task: str = Input(default="transcribe", choices=["transcribe", "translate"]),
-    num_train_epochs: float = Input(default=TRAIN.num_train_epochs, ge=0.1, le=100.0),
-    max_steps: int = Input(default=0, ge=0, le=100000, description="0: use num_train_epochs"),
-    learning_rate: float = Input(default=TRAIN.learning_rate, ge=1e-6, le=0.1),
-    batch_size: int = Input(default=TRAIN.batch_size, ge=1, le=256),
-    gradient_accumulation: int = Input(default=1, ge=1, le=256),
-    lora_rank: int = Input(default=LORA.rank, ge=1, le=256),
-    lora_alpha: int = Input(default=LORA.alpha, ge=1, le=1024),
-    lora_dropout: float = Input(default=LORA.dropout, ge=0.0, le=0.9),
-    target_modules: str = Input(
-        default=",".join(LORA.target_modules),
-        description="Comma-separated: q_proj,k_proj,v_proj,out_proj,fc1,fc2",
-    ),
-    lora_layers: str = Input(
-        default=LORA.layers,
-        choices=list(LORA_LAYERS),
-        description="Layers LoRA adapts (all: the encoder and the decoder, which spells new "
-        "words; acoustic: the encoder and the decoder's cross-attention only)",
-    ),
-    timestamp_fraction: float = Input(
-        default=TRAIN.timestamp_fraction,
-        ge=0.0,
-        le=1.0,
-        description="Share of examples trained with timestamps",
-    ),
-    sentences: bool = Input(
-        default=TRAIN.sentences,
-        description="Train on each cue as an example of its own (many short examples, which "
-        "put new words into the weights); false: on windows of up to 30 s",
-    ),
-    speed_perturbation: float = Input(
-        default=TRAIN.speed_perturbation,
-        ge=0.0,
-        le=0.3,
-        description="Play windows at 1 - x, 1 or 1 + x times their speed (0: off)",
-    ),
-    vocabulary: str = Input(
-        default="",
-        description="Comma-separated words or names the run teaches, listed in the weights' "
-        "manifest (a request reads them as hotwords with use_vocabulary); the words the base "
-        "model missed in your transcripts are added automatically",
-    ),
-    learn_vocabulary: bool = Input(
-        default=TRAIN.learn_vocabulary,
-        description="Find the words the base model missed in your transcripts and list them "
-        "in the manifest with the given vocabulary",
-    ),
+    task: str = cog_input(TrainSettings, "task"),
+    num_train_epochs: float = cog_input(TrainSettings, "num_train_epochs"),
+    max_steps: int = cog_input(TrainSettings, "max_steps"),
+    learning_rate: float = cog_input(TrainSettings, "learning_rate"),
+    batch_size: int = cog_input(TrainSettings, "batch_size"),
+    gradient_accumulation: int = cog_input(TrainSettings, "gradient_accumulation"),
+    lora_rank: int = cog_input(LoraSettings, "rank"),
+    lora_alpha: int = cog_input(LoraSettings, "alpha"),
+    lora_dropout: float = cog_input(LoraSettings, "dropout"),
+    target_modules: str = cog_input(LoraSettings, "target_modules"),
+    lora_layers: str = cog_input(LoraSettings, "layers"),
+    timestamp_fraction: float = cog_input(TrainSettings, "timestamp_fraction"),
+    sentences: bool = cog_input(TrainSettings, "sentences"),
+    speed_perturbation: float = cog_input(TrainSettings, "speed_perturbation"),
+    vocabulary: str = cog_input(TrainSettings, "vocabulary"),
+    learn_vocabulary: bool = cog_input(TrainSettings, "learn_vocabulary"),
     validation_fraction: float = Input(default=0.1, ge=0.0, le=0.5),
     skip_bad_files: bool = Input(
         default=False, description="Skip unpaired or broken files with a warning instead of failing"
@@ -151,111 +111,50 @@ def train(
         "and settings: continue it to the result it would have reached (its state goes on "
         "being saved there unless state_dir names another folder)",
     ),
-    seed: int = Input(default=0, ge=0, le=2**31 - 1),
+    seed: int = cog_input(TrainSettings, "seed"),
 ) -> TrainingOutput:
     args = check_inputs(train, dict(locals()))
     # Started by `accelerate launch` or `torchrun`, every process trains; only the main one
     # logs and writes the archive.
     main_process = processes().is_main_process
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    progress.configure_logging()
     if not main_process:
         logging.getLogger().setLevel(logging.WARNING)
-    settings = TrainSettings(
-        language=language_code(args["language"]),
-        task=args["task"],
-        num_train_epochs=args["num_train_epochs"],
-        max_steps=args["max_steps"] or None,
-        learning_rate=args["learning_rate"],
-        batch_size=args["batch_size"],
-        gradient_accumulation=args["gradient_accumulation"],
-        timestamp_fraction=args["timestamp_fraction"],
-        sentences=args["sentences"],
-        speed_perturbation=args["speed_perturbation"],
-        vocabulary=tuple(w.strip() for w in args["vocabulary"].split(",") if w.strip()),
-        learn_vocabulary=args["learn_vocabulary"],
-        seed=args["seed"],
-    ).validate()
-    lora = LoraSettings(
-        rank=args["lora_rank"],
-        alpha=args["lora_alpha"],
-        dropout=args["lora_dropout"],
-        target_modules=tuple(m.strip() for m in args["target_modules"].split(",") if m.strip()),
-        layers=args["lora_layers"],
-    ).validate()
+    language = language_code(args["language"])
+    settings = settings_from(TrainSettings, args, language=language).validate()
+    lora = settings_from(LoraSettings, args, prefix="lora_").validate()
     if args["resume_from"]:
         runstate.read_record(LocalPath(args["resume_from"]))  # fails now, before any work
     base_dir = hf_model(args["base_model"])
-    # Cog reads the archive after train() returns; the previous run's folder goes now, and
-    # this run's at once if it fails, so a failed or repeated run leaves nothing behind.
-    global _last_work
-    if _last_work is not None:
-        shutil.rmtree(_last_work, ignore_errors=True)
-    work = _last_work = LocalPath(tempfile.mkdtemp(prefix="whisper-ft-train-"))
-    wanted = wanted_processes()
-    if wanted > 1:  # Cog calls train() in one process: start one per GPU, as torchrun does
-        try:
-            return TrainingOutput(weights=Path(launch(args, wanted, work)))
-        except BaseException:
-            shutil.rmtree(work, ignore_errors=True)
-            raise
+    work = new_work_folder()
     try:
-        limits = DatasetLimits(
-            max_files=args["max_files"],
-            max_unpacked_bytes=int(args["max_unpacked_gb"] * 1024**3),
-            max_recording_seconds=args["max_recording_hours"] * 3600,
-            max_total_seconds=args["max_dataset_hours"] * 3600,
-        )
-        zips = fetched(args, "train_data", work, limits) + fetched(
-            args, "more_train_data", work, limits
-        )
-        validation = fetched(args, "validation_data", work, limits)
-        dataset = load_dataset(
-            zips,
-            work / "data",
-            validation_fraction=args["validation_fraction"],
-            validation_zip=validation[0] if validation else None,
-            skip_bad=args["skip_bad_files"],
-            seed=args["seed"],
-            limits=limits,
-        )
-        general = (
-            load_general(fetched(args, "general_data", work, limits)[0], work / "general", args)
-            if args["general_data"]
-            else None
-        )
-        kept = args["state_dir"] or args["resume_from"]
-        run_files = RunFiles(
-            state_dir=LocalPath(kept) if kept else None,
-            resume_from=LocalPath(args["resume_from"]) if args["resume_from"] else None,
-        )
+        wanted = wanted_processes()
+        if wanted > 1:  # Cog calls train() in one process: start one per GPU, as torchrun does
+            return TrainingOutput(weights=Path(launch(args, wanted, work)))
+        dataset, general = load_data(args, work)
         model, processor, report = finetune(
-            base_dir, dataset, settings, lora, general, run_files=run_files
+            base_dir, dataset, settings, lora, general, run_files=run_files(args)
         )
         for decoded in ("data", "general"):  # the recordings' samples, read while training
             shutil.rmtree(work / decoded, ignore_errors=True)
         if not main_process:
             shutil.rmtree(work, ignore_errors=True)
             return None  # the main process returns the archive
-        manifest = {
-            "base_model": args["base_model"],
-            "train": settings,
-            "lora": lora,
-            "dataset": {
-                "recordings": dataset.recordings,
-                "windows": len(dataset.train) + len(dataset.validation),
-                "seconds": round(dataset.seconds, 1),
-                "warnings": dataset.warnings,
-            },
-            "language": report.language,
-            "wer_before": report.wer_before,
-            "wer_after": report.wer_after,
-            "general_data": general_summary(general, report),
-            "vocabulary": report.vocabulary,
-            "best_epoch": report.best_epoch,
-            "history": report.history,
-            "training_seconds": round(report.seconds, 1),
-        }
-        archive = export(
+        manifest = Manifest(
+            base_model=args["base_model"],
+            train=settings,
+            lora=lora,
+            dataset=dataset_summary(dataset),
+            language=report.language,
+            wer_before=report.wer_before,
+            wer_after=report.wer_after,
+            general_data=general_summary(general, report),
+            vocabulary=report.vocabulary,
+            best_epoch=report.best_epoch,
+            history=report.history,
+            training_seconds=round(report.seconds, 1),
+        )
+        archive = write_archive(
             model,
             processor,
             base_dir,
@@ -267,6 +166,63 @@ def train(
         shutil.rmtree(work, ignore_errors=True)
         raise
     return TrainingOutput(weights=Path(archive))
+
+
+def new_work_folder() -> LocalPath:
+    """This run's folder. Cog reads the archive after train() returns; the previous run's
+    folder goes now, and this run's at once if it fails, so a failed or repeated run leaves
+    nothing behind."""
+    global _last_work
+    if _last_work is not None:
+        shutil.rmtree(_last_work, ignore_errors=True)
+    _last_work = LocalPath(tempfile.mkdtemp(prefix="whisper-ft-train-"))
+    return _last_work
+
+
+def load_data(args: dict, work: LocalPath) -> tuple[Dataset, Dataset | None]:
+    """The training zips (downloaded where they are URLs), checked and decoded into `work`;
+    and the general speech, if given."""
+    limits = DatasetLimits(
+        max_files=args["max_files"],
+        max_unpacked_bytes=int(args["max_unpacked_gb"] * 1024**3),
+        max_recording_seconds=args["max_recording_hours"] * 3600,
+        max_total_seconds=args["max_dataset_hours"] * 3600,
+    )
+    zips = fetched(args, "train_data", work, limits) + fetched(
+        args, "more_train_data", work, limits
+    )
+    validation = fetched(args, "validation_data", work, limits)
+    dataset = load_dataset(
+        zips,
+        work / "data",
+        validation_fraction=args["validation_fraction"],
+        validation_zip=validation[0] if validation else None,
+        skip_bad=args["skip_bad_files"],
+        seed=args["seed"],
+        limits=limits,
+    )
+    general = None
+    if args["general_data"]:
+        general_zip = fetched(args, "general_data", work, limits)[0]
+        general = load_general(general_zip, work / "general", args)
+    return dataset, general
+
+
+def run_files(args: dict) -> RunFiles:
+    kept = args["state_dir"] or args["resume_from"]
+    return RunFiles(
+        state_dir=LocalPath(kept) if kept else None,
+        resume_from=LocalPath(args["resume_from"]) if args["resume_from"] else None,
+    )
+
+
+def dataset_summary(dataset: Dataset) -> dict:
+    return {
+        "recordings": dataset.recordings,
+        "windows": len(dataset.train) + len(dataset.validation),
+        "seconds": round(dataset.seconds, 1),
+        "warnings": dataset.warnings,
+    }
 
 
 def wanted_processes() -> int:
@@ -299,7 +255,7 @@ def launch(args: dict, count: int, work: LocalPath) -> LocalPath:
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        env={**os.environ, "TMPDIR": str(work), ERROR_FILE_ENV: str(error_file)},
+        env={**os.environ, "TMPDIR": str(work), progress.ERROR_FILE_ENV: str(error_file)},
     )
 
     def relay_log() -> None:  # through this process's stderr, which Cog's logs read

@@ -101,8 +101,10 @@ def main() -> None:
     rows = []
     for seed in range(args.train_seeds):
         start = time.monotonic()
-        settings, lora = recipe({**json.loads(args.recipe), "seed": seed})
-        model, processor, report = finetune(base_dir, dataset, settings, lora)
+        settings, lora, research = recipe({**json.loads(args.recipe), "seed": seed})
+        model, processor, report = finetune(
+            base_dir, dataset, settings, lora, hooks=research.hooks()
+        )
         train_s = time.monotonic() - start
         ct2_dir = served(model, processor, base_dir, folder)
         after = score(ct2_dir, tail, reference, real)

@@ -44,10 +44,11 @@ from pathlib import Path
 from statistics import mean
 
 from bench import shared_speech
+from bench.research import Research
 from tests import vocab
+from whisper_ft.archive import merge, write_models
 from whisper_ft.audio import SAMPLE_RATE
 from whisper_ft.dataset import load_dataset
-from whisper_ft.export import merge, write_models
 from whisper_ft.finetune import LoraSettings, TrainSettings, finetune, learn_vocabulary
 from whisper_ft.transcribe import Transcriber, TranscribeSettings
 from whisper_ft.vocabulary import as_hotwords
@@ -63,13 +64,21 @@ LORA_KEYS = {
 }
 
 
-def recipe(overrides: dict) -> tuple[TrainSettings, LoraSettings]:
+def recipe(overrides: dict) -> tuple[TrainSettings, LoraSettings, Research]:
+    """A sweep's JSON: fields of TrainSettings, LoraSettings (as training inputs name them)
+    and bench/research.py's options."""
     train_keys = {f.name for f in fields(TrainSettings)}
+    research_keys = {f.name for f in fields(Research)}
     train = {k: v for k, v in overrides.items() if k in train_keys}
-    lora = {LORA_KEYS.get(k, k): v for k, v in overrides.items() if k not in train_keys}
+    research = {k: v for k, v in overrides.items() if k in research_keys}
+    lora = {
+        LORA_KEYS.get(k, k): v
+        for k, v in overrides.items()
+        if k not in train_keys and k not in research_keys
+    }
     if "target_modules" in lora:
         lora["target_modules"] = tuple(lora["target_modules"])
-    return TrainSettings(language="en", **train), LoraSettings(**lora)
+    return TrainSettings(language="en", **train), LoraSettings(**lora), Research(**research)
 
 
 def served(model, processor, base_dir: Path, folder: Path) -> Path:
@@ -274,7 +283,7 @@ def main() -> None:
         for k in range(args.train_seeds)
     ]
     for given, overrides in trainings:
-        settings, lora = recipe(overrides)
+        settings, lora, research = recipe(overrides)
         trajectory = [{"epoch": 0, **before}]
         scoring = [0.0]  # seconds spent scoring epochs, left out of the training time
 
@@ -296,7 +305,7 @@ def main() -> None:
             settings,
             lora,
             general,
-            on_epoch=score_epoch if args.every_epoch else None,
+            hooks=research.hooks(on_epoch=score_epoch if args.every_epoch else None),
         )
         train_s = time.monotonic() - start - scoring[0]
         report.seconds -= scoring[0]

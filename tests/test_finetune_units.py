@@ -179,7 +179,7 @@ def labels_batch(processor, text: str) -> torch.Tensor:
 
 
 def test_corrections_loss_trains_only_what_the_base_model_gets_wrong(processor, adapted):
-    from whisper_ft.finetune import corrections_loss
+    from bench.research import corrections_loss
 
     model, features = adapted
     spoken = labels_batch(processor, "Please open the door.")
@@ -287,7 +287,7 @@ def test_training_prompts_include_negative_examples(processor):
     say, so the model learns that a prompt word is no proof it was spoken."""
     import random
 
-    from whisper_ft.finetune import training_prompt
+    from bench.research import Research, training_prompt
 
     labeller = Labeller(processor.tokenizer, "en", "transcribe", multilingual=False)
     vocabulary = ["Zentrafy", "Klombrix", "Mixtral"]
@@ -296,7 +296,7 @@ def test_training_prompts_include_negative_examples(processor):
     def prompts(**settings):
         rng = random.Random(0)
         chosen = [
-            training_prompt(window, vocabulary, labeller, TrainSettings(**settings), rng)
+            training_prompt(window, vocabulary, labeller, Research(**settings), rng)
             for _ in range(200)
         ]
         return [processor.tokenizer.decode(p[1:]).strip() if p else "" for p in chosen]

@@ -22,10 +22,10 @@ import signal
 import sys
 from pathlib import Path
 
+from whisper_ft import progress
 from whisper_ft.inputs import InputError, check_inputs, declared_inputs, parse_cli_value
 
 ROOT = Path(__file__).resolve().parent.parent
-ERROR_FILE_ENV = "WHISPER_FT_ERROR_FILE"  # where a failed run also writes its error message
 logger = logging.getLogger("whisper_ft")
 
 
@@ -99,17 +99,13 @@ def main(argv: list[str] | None = None) -> int:
     w.add_argument("names", nargs="*", default=["base"], help="base, tiny.en")
     w.add_argument("--serving-only", action="store_true", help="skip the Hugging Face form")
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    logging.getLogger("faster_whisper").setLevel(logging.WARNING)
+    progress.configure_logging()
     try:
         return _run(args)
     except (InputError, ValueError, OSError) as e:
         logger.debug("error", exc_info=True)
         print(f"error: {e}", file=sys.stderr)
-        if os.environ.get(ERROR_FILE_ENV):  # for a parent that started this run (train.py)
-            Path(os.environ[ERROR_FILE_ENV]).write_text(str(e))
+        progress.report_error(str(e))
         return 2
 
 

@@ -12,8 +12,8 @@ several processes (`torchrun`, `accelerate launch`).
 Labels follow Whisper's own training format: `<|startoftranscript|><|lang|><|task|>`, then
 either `<|notimestamps|>` and the text, or the text of each cue between its start and end
 timestamp tokens, so the fine-tuned model still times segments for subtitles. A prompt
-(`<|startofprev|>` and the run's vocabulary) may come first (`prompt_fraction`); it is read,
-not learned.
+(`<|startofprev|>` and words) may come first, read and not learned: the recipe reads none,
+bench/research.py's prompted recipes do (`Hooks`).
 
 The default recipe (chosen by bench/finetune.py, see BENCHMARKS.md) puts what is taught into
 the merged weights, which then spell it with no prompt: each cue is an example of its own
@@ -39,46 +39,50 @@ import numpy as np
 import torch
 
 from whisper_ft import progress
+from whisper_ft.audio import N_SAMPLES, SAMPLE_RATE
 from whisper_ft.dataset import Dataset, Example, samples, sentences
-from whisper_ft.vocabulary import absent_from, as_hotwords, find_vocabulary
+from whisper_ft.inputs import check_settings, setting
+from whisper_ft.transcribe import TASKS
+from whisper_ft.vocabulary import find_vocabulary
 from whisper_ft.wer import word_error_rate
 
 logger = logging.getLogger(__name__)
 
 TIME_PRECISION = 0.02  # seconds per Whisper timestamp token
 MAX_LABEL_TOKENS = 448  # Whisper decoder's context
-WINDOW_SAMPLES = 30 * 16000  # Whisper's input: 30 s at 16 kHz
 
 
 # Which layers LoRA adapts. "all" (the default): a new word's spelling is the decoder's, so the
 # decoder is adapted with the encoder. "acoustic": the encoder and the decoder's
 # cross-attention only, leaving the decoder's language model as it was (BENCHMARKS.md).
 LORA_LAYERS = ("acoustic", "all", "decoder", "encoder")
+LORA_MODULES = ("q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2")
 
 
 @dataclass(frozen=True)
 class LoraSettings:
-    rank: int = 32  # LoRA rank r
-    alpha: int = 64  # scaling numerator: updates are scaled by alpha / rank
-    dropout: float = 0.05  # dropout on the LoRA input
-    target_modules: tuple[str, ...] = ("q_proj", "v_proj")  # attention projections adapted
-    layers: str = "all"  # which layers: see LORA_LAYERS
+    """The adapter. Each field is also a training input (`lora_` + its name, or its name)."""
+
+    rank: int = setting(32, ge=1, le=256, help="LoRA rank r")
+    alpha: int = setting(64, ge=1, le=1024, help="LoRA scaling numerator (alpha / rank)")
+    dropout: float = setting(0.05, ge=0.0, le=0.9, help="Dropout on the LoRA input")
+    target_modules: tuple[str, ...] = setting(
+        ("q_proj", "v_proj"), help="Comma-separated: " + ",".join(LORA_MODULES)
+    )
+    layers: str = setting(
+        "all",
+        choices=list(LORA_LAYERS),
+        help="Layers LoRA adapts (all: the encoder and the decoder, which spells new "
+        "words; acoustic: the encoder and the decoder's cross-attention only)",
+    )
 
     def validate(self) -> LoraSettings:
-        if not 1 <= self.rank <= 256:
-            raise ValueError(f"lora_rank: {self.rank} is outside 1..256")
-        if not 1 <= self.alpha <= 1024:
-            raise ValueError(f"lora_alpha: {self.alpha} is outside 1..1024")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"lora_dropout: {self.dropout} is outside 0..1")
-        if self.layers not in LORA_LAYERS:
-            raise ValueError(f"lora_layers: {self.layers!r} is not one of {', '.join(LORA_LAYERS)}")
-        allowed = {"q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2"}
-        unknown = [m for m in self.target_modules if m not in allowed]
+        check_settings(self)
+        unknown = [m for m in self.target_modules if m not in LORA_MODULES]
         if unknown or not self.target_modules:
             raise ValueError(
                 f"target_modules: {', '.join(unknown) or 'none given'}; "
-                f"choose from {', '.join(sorted(allowed))}"
+                f"choose from {', '.join(sorted(LORA_MODULES))}"
             )
         return self
 
@@ -95,57 +99,49 @@ class LoraSettings:
 
 @dataclass(frozen=True)
 class TrainSettings:
+    """The recipe (chosen by bench/finetune.py, BENCHMARKS.md). The fields declared with
+    `setting` are also training inputs of the same name."""
+
     language: str | None = None  # language code of the speech; None: detect it on the data
-    task: str = "transcribe"  # or translate (speech in any language, English labels)
-    num_train_epochs: float = 5.0  # passes over the training windows
-    max_steps: int | None = None  # stop after this many optimizer steps (overrides epochs)
-    learning_rate: float = 5e-4  # peak LoRA learning rate (linear warm-up, linear decay)
+    task: str = setting("transcribe", choices=list(TASKS))  # translate: English labels
+    num_train_epochs: float = setting(5.0, ge=0.1, le=100.0, help="Passes over the examples")
+    max_steps: int = setting(0, ge=0, le=100000, help="0: use num_train_epochs")
+    learning_rate: float = setting(
+        5e-4, ge=1e-6, le=0.1, help="Peak LoRA learning rate (linear warm-up, linear decay)"
+    )
+    batch_size: int = setting(8, ge=1, le=256, help="Examples per forward pass")
+    gradient_accumulation: int = setting(1, ge=1, le=256, help="Forward passes per step")
+    timestamp_fraction: float = setting(
+        0.5, ge=0.0, le=1.0, help="Share of examples trained with timestamps"
+    )
+    sentences: bool = setting(
+        True,
+        help="Train on each cue as an example of its own (many short examples, which put new "
+        "words into the weights); false: on windows of up to 30 s",
+    )
+    speed_perturbation: float = setting(
+        0.15,
+        ge=0.0,
+        le=0.3,
+        help="Play windows at 1 - x, 1 or 1 + x times their speed (0: off)",
+    )
+    vocabulary: tuple[str, ...] = setting(
+        (),
+        help="Comma-separated words or names the run teaches, listed in the weights' manifest "
+        "(a request reads them as hotwords with use_vocabulary); the words the base model "
+        "missed in your transcripts are added automatically",
+    )
+    learn_vocabulary: bool = setting(
+        True,
+        help="Find the words the base model missed in your transcripts and list them in the "
+        "manifest with the given vocabulary",
+    )
+    seed: int = setting(0, ge=0, le=2**31 - 1)
     warmup_fraction: float = 0.1  # share of the steps spent warming up
-    batch_size: int = 8  # examples per forward pass
-    gradient_accumulation: int = 1  # forward passes per optimizer step
-    timestamp_fraction: float = 0.5  # share of examples trained with timestamp tokens
-    # Train on each cue as a short example of its own (True), or on windows of up to 30 s
-    # holding several cues: many short examples put new words into the weights.
-    sentences: bool = True
-    prompt_fraction: float = 0.0  # share of examples trained reading the vocabulary prompt
-    # Share of prompted windows whose prompt leaves out the words they contain: the model
-    # learns that a word in the prompt is not proof that it was said.
-    absent_prompt_fraction: float = 0.5
-    speed_perturbation: float = 0.15  # play windows at 1 -/+ this speed, a third of the time each
-    vocabulary: tuple[str, ...] = ()  # words to serve as hotwords, besides those found
-    learn_vocabulary: bool = True  # find the words the base model missed in the transcripts
-    distill_weight: float = 0.0  # weight of the pull toward the base model (self-distillation)
-    known_labels: bool = True  # train on label tokens the base model already gets right too
     eval_batch_size: int = 8
-    seed: int = 0
 
     def validate(self) -> TrainSettings:
-        if self.task not in ("transcribe", "translate"):
-            raise ValueError(f"task: {self.task!r} is not transcribe or translate")
-        if not 0 < self.num_train_epochs <= 100:
-            raise ValueError(f"num_train_epochs: {self.num_train_epochs} is outside (0, 100]")
-        if self.max_steps is not None and not 1 <= self.max_steps <= 100_000:
-            raise ValueError(f"max_steps: {self.max_steps} is outside 1..100000")
-        if not 0 < self.learning_rate <= 0.1:
-            raise ValueError(f"learning_rate: {self.learning_rate} is outside (0, 0.1]")
-        if not 1 <= self.batch_size <= 256:
-            raise ValueError(f"batch_size: {self.batch_size} is outside 1..256")
-        if not 1 <= self.gradient_accumulation <= 256:
-            raise ValueError(
-                f"gradient_accumulation: {self.gradient_accumulation} is outside 1..256"
-            )
-        if not 0.0 <= self.distill_weight <= 10.0:
-            raise ValueError(f"distill_weight: {self.distill_weight} is outside 0..10")
-        if not 0.0 <= self.speed_perturbation <= 0.3:
-            raise ValueError(f"speed_perturbation: {self.speed_perturbation} is outside 0..0.3")
-        if not 0.0 <= self.prompt_fraction <= 1.0:
-            raise ValueError(f"prompt_fraction: {self.prompt_fraction} is outside 0..1")
-        if not 0.0 <= self.absent_prompt_fraction <= 1.0:
-            raise ValueError(
-                f"absent_prompt_fraction: {self.absent_prompt_fraction} is outside 0..1"
-            )
-        if not 0.0 <= self.timestamp_fraction <= 1.0:
-            raise ValueError(f"timestamp_fraction: {self.timestamp_fraction} is outside 0..1")
+        check_settings(self)
         return self
 
 
@@ -236,7 +232,7 @@ class Collator:
 
     def __call__(self, audios: Sequence[np.ndarray], labels: Sequence[list[int]]) -> dict:
         features = self.feature_extractor(
-            [samples(a) for a in audios], sampling_rate=16000, return_tensors="pt"
+            [samples(a) for a in audios], sampling_rate=SAMPLE_RATE, return_tensors="pt"
         ).input_features
         if any(ids[0] != self.decoder_start_token_id for ids in labels):
             return {"input_features": features, **self._prompted(labels)}
@@ -263,20 +259,6 @@ class Collator:
 # ---------------------------------------------------------------- evaluation
 
 
-def training_prompt(
-    example: Example, vocabulary: Sequence[str], labeller: Labeller, settings, rng
-) -> list[int]:
-    """The prompt a training window reads: none (1 - prompt_fraction of the time), the
-    served vocabulary, or (absent_prompt_fraction of the prompted windows) the vocabulary
-    without the words this window says: a negative example, so that the model does not
-    write a prompt word it did not hear."""
-    if rng.random() >= settings.prompt_fraction:
-        return []
-    if settings.absent_prompt_fraction and rng.random() < settings.absent_prompt_fraction:
-        return labeller.prompt_ids(as_hotwords(absent_from(vocabulary, example.text)))
-    return labeller.prompt_ids(as_hotwords(vocabulary))
-
-
 def is_multilingual(model) -> bool:
     """openai/whisper's rule: English-only models have 51864 tokens, multilingual ones more."""
     return model.config.vocab_size >= 51865
@@ -299,7 +281,7 @@ def transcribe_examples(
     for i in range(0, len(audios), batch_size):
         features = processor.feature_extractor(
             [samples(a) for a in audios[i : i + batch_size]],
-            sampling_rate=16000,
+            sampling_rate=SAMPLE_RATE,
             return_tensors="pt",
         ).input_features.to(device, dtype)
         ids = model.generate(features, num_beams=1, do_sample=False, **kwargs)
@@ -317,33 +299,6 @@ def evaluate(
 
 
 # ---------------------------------------------------------------- the training loop
-
-
-def corrections_loss(
-    model, inputs: dict, logits: torch.Tensor, known_weight: float, known_labels: bool
-) -> torch.Tensor:
-    """Cross-entropy on the label tokens the base model gets wrong (the user's corrections),
-    and on the tokens it already gets right a KL divergence toward the base model's own
-    distribution (the adapter switched off) with weight `known_weight`; with `known_labels`
-    those tokens also keep their cross-entropy. Both are averaged over all label tokens."""
-    labels = inputs["labels"]
-    with torch.no_grad(), model.disable_adapter():
-        teacher = model(**inputs).logits.float()
-    valid = labels != -100
-    known = valid & (teacher.argmax(-1) == labels)
-    logits = logits.float()
-    ce = torch.nn.functional.cross_entropy(
-        logits.transpose(1, 2), labels, ignore_index=-100, reduction="none"
-    )
-    trained = valid if known_labels else valid & ~known
-    total = valid.sum().clamp(min=1)
-    loss = ce[trained].sum() / total
-    if known.any() and known_weight > 0:
-        teacher_log = torch.log_softmax(teacher[known], dim=-1)
-        student_log = torch.log_softmax(logits[known], dim=-1)
-        kl = torch.sum(teacher_log.exp() * (teacher_log - student_log), dim=-1)
-        loss = loss + known_weight * kl.sum() / total
-    return loss
 
 
 def learn_vocabulary(model, processor, windows, language, settings) -> list[str]:
@@ -366,7 +321,7 @@ def perturb_speed(example: Example, amount: float, rng: random.Random) -> Exampl
     grow past 30 s keeps its speed."""
     factor = rng.choice((1.0 - amount, 1.0, 1.0 + amount))
     length = round(example.audio.size / factor)
-    if amount == 0 or factor == 1.0 or length > WINDOW_SAMPLES:
+    if amount == 0 or factor == 1.0 or length > N_SAMPLES:
         return example
     audio = np.interp(
         np.arange(length) * factor, np.arange(example.audio.size), samples(example.audio)
@@ -433,7 +388,7 @@ def detect_language(model, processor, examples: Sequence[Example]) -> str:
         return "en"
     sample = list(examples[:8])
     features = processor.feature_extractor(
-        [samples(e.audio) for e in sample], sampling_rate=16000, return_tensors="pt"
+        [samples(e.audio) for e in sample], sampling_rate=SAMPLE_RATE, return_tensors="pt"
     ).input_features.to(next(model.parameters()).device, next(model.parameters()).dtype)
     with torch.no_grad():
         ids = model.detect_language(features).tolist()
@@ -453,14 +408,88 @@ class RunFiles:
     resume_from: Path | None = None
 
 
+@dataclass(frozen=True)
+class Hooks:
+    """What a benchmark may change in a run without changing the recipe (bench/research.py):
+    `on_epoch(model, entry, report)` after each epoch's scoring; `loss(model, inputs,
+    output)` instead of the cross-entropy; `prompt(example, vocabulary, labeller, rng)`, the
+    prompt an example reads (default: none)."""
+
+    on_epoch: Callable[[object, dict, TrainReport], None] | None = None
+    loss: Callable[[object, dict, object], torch.Tensor] | None = None
+    prompt: Callable[[Example, Sequence[str], Labeller, random.Random], list[int]] | None = None
+
+
+def no_prompt(example: Example, vocabulary, labeller, rng: random.Random) -> list[int]:
+    """The recipe's prompt: none, the weights learn the words. It draws one number all the
+    same (whether to read one), so that a run draws what it would draw with a prompting hook
+    that reads none: bench/research.py's recipes at prompt_fraction 0 are this recipe."""
+    rng.random()
+    return []
+
+
+@dataclass
+class Run:
+    """What the phases of one run share: set up in phases 1-4, advanced by phase 5."""
+
+    settings: TrainSettings
+    dataset: Dataset
+    general: Dataset | None
+    hooks: Hooks
+    run_files: RunFiles
+    accelerator: object
+    rng: random.Random
+    processor: object
+    model: object
+    language: str
+    report: TrainReport
+    labeller: Labeller | None = None
+    collator: Collator | None = None
+    windows: list[Example] = field(default_factory=list)  # the user's, then general speech
+    own: int = 0  # windows[:own] are the user's
+    replayed: int = 0  # general examples mixed into each epoch
+    identity: dict = field(default_factory=dict)  # what a resumed run must share with this
+    saved: object = None  # the state resumed from (runstate.Saved)
+    position: object = None  # where the run stands (runstate.Position)
+    optimizer: object = None
+    scheduler: object = None
+    total_steps: int = 0
+    epochs: int = 0
+    best_state: dict | None = None  # the LoRA weights of the best epoch so far
+    torch_rng: dict | None = None  # torch's random state after the last whole step
+    restore: dict | None = None  # torch's random state to set before the first step trained
+    started: float = 0.0
+    first_step: int = 0
+
+    @property
+    def main(self) -> bool:
+        return self.accelerator.is_main_process
+
+    def score(self, examples: Sequence[Example]) -> float:
+        """WER of the weights as they stand, as served: the weights alone."""
+        model = self.accelerator.unwrap_model(self.model)
+        return evaluate(
+            model,
+            self.processor,
+            examples,
+            self.language,
+            self.settings.task,
+            self.settings.eval_batch_size,
+        )
+
+    def emit(self, event: str, **fields) -> None:
+        if self.main:
+            progress.emit(event, **fields)
+
+
 def finetune(
     base_dir: Path,
     dataset: Dataset,
     settings: TrainSettings,
     lora: LoraSettings,
     general: Dataset | None = None,
-    on_epoch: Callable[[object, dict, TrainReport], None] | None = None,
     run_files: RunFiles = RunFiles(),
+    hooks: Hooks = Hooks(),
 ):
     """Train LoRA on `dataset`, keep the epoch with the best validation WER, return the
     model with its adapter, its processor and a TrainReport.
@@ -468,324 +497,382 @@ def finetune(
     `general`, when given, is general speech in the same language: its train windows are
     replayed among the user's (at most as many per epoch as the user has windows), and its
     validation windows measure forgetting (WER before and after, `general_wer_*`).
-    `on_epoch(model, entry, report)` is called after each epoch's evaluation (benchmarks use it).
 
     The run is an accelerate run: started by `accelerate launch` or `torchrun` with several
     processes (CPU or GPUs), each process trains on its own share of every epoch's batches and
     the gradients are averaged; only the main process scores, logs and keeps the best epoch
     (the others return a model that is not to be exported)."""
+    settings, lora = settings.validate(), lora.validate()
+    # 1. The processes, the random state, the base model and the language of the speech.
+    run = start_run(base_dir, dataset, settings, general, hooks, run_files)
+    # 2. The examples: each cue alone (sentences) or whole windows; the user's, then general
+    # speech; and the run state to continue, if resuming.
+    make_examples(run, base_dir, lora)
+    # 3. Before training (the main process): WERs, and the words the base model misses.
+    score_base_model(run)
+    # 4. LoRA, the optimizer and the schedule (linear warm-up, linear decay).
+    add_lora(run, lora)
+    # 5. The epochs: each one's batches shared among the processes, the best epoch kept.
+    while run.position.epoch <= run.epochs and run.position.step < run.total_steps:
+        epoch, seen = run.position.epoch, train_epoch(run)
+        end_epoch(run, epoch, seen)
+    # 6. The best epoch's weights (the main process).
+    return keep_best(run)
+
+
+def start_run(base_dir, dataset, settings, general, hooks, run_files) -> Run:
     from accelerate import Accelerator
-    from accelerate.utils import broadcast_object_list, gather_object
-    from peft import (
-        LoraConfig,
-        get_peft_model,
-        get_peft_model_state_dict,
-        set_peft_model_state_dict,
-    )
     from transformers import WhisperForConditionalGeneration, WhisperProcessor
 
-    from whisper_ft import runstate
-
-    # 1. The processes, the random state, the base model and its language.
-    settings, lora = settings.validate(), lora.validate()
     accelerator = Accelerator(
         cpu=processes().device.type == "cpu",
         mixed_precision=mixed_precision(),
         gradient_accumulation_steps=settings.gradient_accumulation,
     )
-    main, rank = accelerator.is_main_process, accelerator.process_index
     torch.manual_seed(settings.seed)
     # The main process's generator draws every epoch's order (sent to the others) and its
     # own augmentation; each other process draws its augmentation from its own.
-    rng = random.Random(settings.seed + rank)
+    rng = random.Random(settings.seed + accelerator.process_index)
     processor = WhisperProcessor.from_pretrained(base_dir)
     model = WhisperForConditionalGeneration.from_pretrained(base_dir, dtype=torch.float32)
     model.to(accelerator.device)
-    multilingual = is_multilingual(model)
     language = settings.language or detect_language(model, processor, dataset.train)
-    if not multilingual and (language != "en" or settings.task != "transcribe"):
+    if not is_multilingual(model) and (language != "en" or settings.task != "transcribe"):
         raise ValueError(
             f"the base model is English-only; it cannot learn language {language!r} "
             f"with task {settings.task!r}: use a multilingual base model such as `base`"
         )
-    report = TrainReport(language, len(dataset.train), len(dataset.validation))
-    evaluating = bool(dataset.validation)
-    general_scored = general is not None and bool(general.validation)
-    replay = list(general.train) if general is not None else []
-    emit = progress.emit if main else (lambda *args, **fields: None)
-
-    def score(examples: Sequence[Example]) -> float:
-        return evaluate(
-            accelerator.unwrap_model(model),
-            processor,
-            examples,
-            language,
-            settings.task,
-            settings.eval_batch_size,
-        )
-
-    # 2. The examples: each cue as a short example of its own (sentences), or whole windows
-    # of up to 30 s; the user's first, then the general speech replayed.
-    labeller = Labeller(processor.tokenizer, language, settings.task, multilingual)
-    collator = Collator(
-        processor.feature_extractor,
-        pad_token_id=model.config.pad_token_id,
-        decoder_start_token_id=model.config.decoder_start_token_id,
+    return Run(
+        settings=settings,
+        dataset=dataset,
+        general=general,
+        hooks=hooks,
+        run_files=run_files,
+        accelerator=accelerator,
+        rng=rng,
+        processor=processor,
+        model=model,
+        language=language,
+        report=TrainReport(language, len(dataset.train), len(dataset.validation)),
     )
-    shape = sentences if settings.sentences else (lambda e: [e])
-    windows = [s for e in dataset.train for s in shape(e)]
-    own = len(windows)  # windows[:own] are the user's, the rest general speech
-    windows += [s for e in replay for s in shape(e)]
-    for e in windows:  # a transcript too long for the decoder fails here, before training
-        labeller.labels(e, timestamps=True)
-    replayed = min(len(windows) - own, own)  # general examples mixed into each epoch
-    identity = {  # what a resumed run must share with the run it continues
+
+
+def make_examples(run: Run, base_dir: Path, lora: LoraSettings) -> None:
+    from whisper_ft import runstate
+
+    run.labeller = Labeller(
+        run.processor.tokenizer, run.language, run.settings.task, is_multilingual(run.model)
+    )
+    run.collator = Collator(
+        run.processor.feature_extractor,
+        pad_token_id=run.model.config.pad_token_id,
+        decoder_start_token_id=run.model.config.decoder_start_token_id,
+    )
+    shape = sentences if run.settings.sentences else (lambda e: [e])
+    replay = list(run.general.train) if run.general is not None else []
+    run.windows = [s for e in run.dataset.train for s in shape(e)]
+    run.own = len(run.windows)
+    run.windows += [s for e in replay for s in shape(e)]
+    for e in run.windows:  # a transcript too long for the decoder fails here, before training
+        run.labeller.labels(e, timestamps=True)
+    run.replayed = min(len(run.windows) - run.own, run.own)
+    identity = {
         "base_model": str(base_dir),
-        "examples": [own, len(windows) - own],
-        "audio_samples": sum(e.audio.size for e in windows),
-        "train": dataclasses.asdict(settings),
+        "examples": [run.own, len(run.windows) - run.own],
+        "audio_samples": sum(e.audio.size for e in run.windows),
+        "train": dataclasses.asdict(run.settings),
         "lora": dataclasses.asdict(lora),
-        "processes": accelerator.num_processes,
+        "processes": run.accelerator.num_processes,
     }
-    identity = json.loads(json.dumps(identity))  # as it reads back from state.json
-    saved = (
-        runstate.load_run(run_files.resume_from, identity, rank)
-        if run_files.resume_from is not None
-        else None
-    )
+    run.identity = json.loads(json.dumps(identity))  # as it reads back from state.json
+    resume_from = run.run_files.resume_from
+    if resume_from is not None:
+        run.saved = runstate.load_run(resume_from, run.identity, run.accelerator.process_index)
+    run.position = run.saved.position if run.saved else runstate.Position()
 
-    # 3. Before training (the main process): WERs, and the words the base model missed.
-    position = saved.position if saved else runstate.Position()
-    if saved is None and main:
-        if evaluating:
-            position.before["wer"] = score(dataset.validation)
-            logger.info("validation WER before training: %.2f%%", position.before["wer"])
-        if general_scored:
-            position.before["general_wer"] = score(general.validation)
-            logger.info(
-                "general speech WER before training: %.2f%%", position.before["general_wer"]
-            )
-        position.before["vocabulary"] = learn_vocabulary(
-            model, processor, dataset.train, language, settings
+
+def score_base_model(run: Run) -> None:
+    from accelerate.utils import broadcast_object_list
+
+    before, general = run.position.before, run.general
+    if run.saved is None and run.main:
+        if run.dataset.validation:
+            before["wer"] = run.score(run.dataset.validation)
+            logger.info("validation WER before training: %.2f%%", before["wer"])
+        if general is not None and general.validation:
+            before["general_wer"] = run.score(general.validation)
+            logger.info("general speech WER before training: %.2f%%", before["general_wer"])
+        before["vocabulary"] = learn_vocabulary(
+            run.model, run.processor, run.dataset.train, run.language, run.settings
         )
-    (position.before,) = broadcast_object_list([position.before])
-    report.wer_before = position.before.get("wer")
-    report.general_wer_before = position.before.get("general_wer")
-    report.vocabulary = position.before.get("vocabulary", [])
+    (run.position.before,) = broadcast_object_list([before])
+    run.report.wer_before = run.position.before.get("wer")
+    run.report.general_wer_before = run.position.before.get("general_wer")
+    run.report.vocabulary = run.position.before.get("vocabulary", [])
 
-    # 4. LoRA, the optimizer and the schedule (linear warm-up, linear decay).
-    model = get_peft_model(
-        model,
-        LoraConfig(
-            r=lora.rank,
-            lora_alpha=lora.alpha,
-            lora_dropout=lora.dropout,
-            target_modules=lora.peft_targets(),
-            bias="none",
-        ),
+
+def add_lora(run: Run, lora: LoraSettings) -> None:
+    from peft import LoraConfig, get_peft_model, set_peft_model_state_dict
+
+    from whisper_ft import runstate
+
+    settings, accelerator = run.settings, run.accelerator
+    config = LoraConfig(
+        r=lora.rank,
+        lora_alpha=lora.alpha,
+        lora_dropout=lora.dropout,
+        target_modules=lora.peft_targets(),
+        bias="none",
     )
+    model = get_peft_model(run.model, config)
     if accelerator.device.type == "cuda":
         model.base_model.model.gradient_checkpointing_enable()
         model.base_model.model.enable_input_require_grads()
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     logger.info("LoRA: %d trainable parameters (r=%d, alpha=%d)", trainable, lora.rank, lora.alpha)
-    batches = math.ceil((own + replayed) / settings.batch_size)
-    per_epoch = math.ceil(
-        math.ceil(batches / accelerator.num_processes) / settings.gradient_accumulation
-    )
-    total_steps = settings.max_steps or max(1, round(per_epoch * settings.num_train_epochs))
-    epochs = math.ceil(total_steps / per_epoch)
-    warmup = max(1, int(total_steps * settings.warmup_fraction))
     optimizer = torch.optim.AdamW(
         [p for p in model.parameters() if p.requires_grad], lr=settings.learning_rate
     )
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer,
-        lambda s: min((s + 1) / warmup, max(0.0, (total_steps - s) / (total_steps - warmup + 1))),
-    )
-    if saved is not None:
-        set_peft_model_state_dict(model, saved.adapter)
-        optimizer.load_state_dict(saved.optimizer)
-        scheduler.load_state_dict(saved.scheduler)
-        rng.setstate(saved.python_rng)
+    schedule(run, optimizer)
+    if run.saved is not None:
+        set_peft_model_state_dict(model, run.saved.adapter)
+        run.optimizer.load_state_dict(run.saved.optimizer)
+        run.scheduler.load_state_dict(run.saved.scheduler)
+        run.rng.setstate(run.saved.python_rng)
         logger.info(
             "resuming %s at epoch %d, step %d/%d",
-            run_files.resume_from,
-            position.epoch,
-            position.step,
-            total_steps,
+            run.run_files.resume_from,
+            run.position.epoch,
+            run.position.step,
+            run.total_steps,
         )
-    model, optimizer = accelerator.prepare(model, optimizer)
-    best_state = saved.best if saved else None
+    run.model, run.optimizer = accelerator.prepare(model, run.optimizer)
+    run.best_state = run.saved.best if run.saved else None
+    run.started, run.first_step = time.monotonic(), run.position.step
+    run.restore = run.saved.torch_rng if run.saved else None
+    run.torch_rng = run.restore if run.saved else runstate.torch_random_state()
     logger.info(
         "training %d examples (+%d of general speech), %d steps (%d epochs, batch %d x %d x %d "
         "processes) on %s",
-        own,
-        replayed,
-        total_steps,
-        epochs,
+        run.own,
+        run.replayed,
+        run.total_steps,
+        run.epochs,
         settings.batch_size,
         settings.gradient_accumulation,
         accelerator.num_processes,
         accelerator.device.type,
     )
 
-    def batch_of(indices: list[int]) -> dict:
-        """A batch as trained: each window at a random speed, with or without timestamps."""
-        chosen = [perturb_speed(windows[i], settings.speed_perturbation, rng) for i in indices]
-        labels = [
-            labeller.labels(
-                e,
-                bool(e.cues) and rng.random() < settings.timestamp_fraction,
-                training_prompt(e, report.vocabulary, labeller, settings, rng),
-            )
-            for e in chosen
-        ]
-        return {**collator([e.audio for e in chosen], labels), "windows": torch.tensor(indices)}
 
-    def save_state(epoch_rng: tuple) -> None:
-        """This process's random state, then (the main process) the rest of the run state."""
-        if run_files.state_dir is None:
-            return
-        runstate.save_process(run_files.state_dir, rank, epoch_rng, torch_rng)
-        if main:
-            runstate.save_run(
-                run_files.state_dir,
-                position,
-                identity,
-                get_peft_model_state_dict(accelerator.unwrap_model(model)),
-                best_state,
-                optimizer.state_dict(),
-                scheduler.state_dict(),
-            )
+def schedule(run: Run, optimizer) -> None:
+    """The steps of the run and its learning rate: linear warm-up, then linear decay."""
+    settings = run.settings
+    batches = math.ceil((run.own + run.replayed) / settings.batch_size)
+    processes = run.accelerator.num_processes
+    per_epoch = math.ceil(math.ceil(batches / processes) / settings.gradient_accumulation)
+    total = settings.max_steps or max(1, round(per_epoch * settings.num_train_epochs))
+    warmup = max(1, int(total * settings.warmup_fraction))
+    run.total_steps, run.epochs = total, math.ceil(total / per_epoch)
+    run.optimizer = optimizer
+    run.scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: min((s + 1) / warmup, max(0.0, (total - s) / (total - warmup + 1)))
+    )
 
-    # 5. The loop: the epochs' batches shared among the processes, the best epoch kept.
-    start, first_step = time.monotonic(), position.step
-    restore = saved.torch_rng if saved else None  # dropout's state where the run stopped
-    torch_rng = restore if saved else runstate.torch_random_state()  # after the last step
-    while position.epoch <= epochs and position.step < total_steps:
-        epoch = position.epoch
-        model.train()
-        epoch_rng = rng.getstate()
-        order = None
-        if main:
-            order = list(range(own)) + rng.sample(range(own, len(windows)), replayed)
-            rng.shuffle(order)
-        (order,) = broadcast_object_list([order])
-        loader = accelerator.prepare_data_loader(
-            torch.utils.data.DataLoader(
-                order,
-                batch_size=settings.batch_size,
-                collate_fn=batch_of,
-                generator=torch.Generator(),
-            )
+
+def batch_of(run: Run, indices: list[int]) -> dict:
+    """A batch as trained: each window at a random speed, with or without timestamps."""
+    settings, rng = run.settings, run.rng
+    prompt = run.hooks.prompt or no_prompt
+    chosen = [perturb_speed(run.windows[i], settings.speed_perturbation, rng) for i in indices]
+    labels = [
+        run.labeller.labels(
+            e,
+            bool(e.cues) and rng.random() < settings.timestamp_fraction,
+            prompt(e, run.report.vocabulary, run.labeller, rng),
         )
-        skip = position.steps_in_epoch * settings.gradient_accumulation  # done before resuming
-        seen: list[int] = []
-        losses_kept = len(position.losses)
-        try:
-            for index, inputs in enumerate(loader):
-                if index < skip:  # drawn again, as the interrupted run drew it, not trained
-                    continue
-                if restore is not None:
-                    runstate.set_torch_random_state(restore)
-                    restore = None
-                seen += inputs.pop("windows").tolist()
-                with accelerator.accumulate(model):
-                    output = model(**inputs)
-                    loss = output.loss
-                    if settings.distill_weight > 0 or not settings.known_labels:
-                        loss = corrections_loss(
-                            accelerator.unwrap_model(model),
-                            inputs,
-                            output.logits,
-                            settings.distill_weight,
-                            settings.known_labels,
-                        )
-                    accelerator.backward(loss)
-                    position.losses.append(loss.item())
-                    if accelerator.sync_gradients:
-                        accelerator.clip_grad_norm_(model.parameters(), 1.0)
-                    optimizer.step()
-                    optimizer.zero_grad(set_to_none=True)
-                if not accelerator.sync_gradients:
-                    continue
-                scheduler.step()
-                position.step += 1
-                position.steps_in_epoch += 1
-                torch_rng, losses_kept = runstate.torch_random_state(), len(position.losses)
-                elapsed = time.monotonic() - start
-                per_step = elapsed / (position.step - first_step)
-                eta = per_step * (total_steps - position.step)
-                logger.info(
-                    "step %d/%d  epoch %d  loss %.4f  lr %.2e  %.1f s/step  ETA %.0f s",
-                    position.step,
-                    total_steps,
-                    epoch,
-                    position.losses[-1],
-                    scheduler.get_last_lr()[0],
-                    per_step,
-                    eta,
-                )
-                emit(
-                    "step",
-                    step=position.step,
-                    steps=total_steps,
-                    epoch=epoch,
-                    loss=round(position.losses[-1], 4),
-                    eta=round(eta, 1),
-                )
-                if position.step >= total_steps:
-                    break
-        except BaseException:
-            # Canceled or interrupted: keep the run as it stood after its last whole step.
-            del position.losses[losses_kept:]
-            save_state(epoch_rng)
-            raise
-        entry = {"epoch": epoch, "step": position.step, "loss": float(np.mean(position.losses))}
-        if accelerator.num_processes > 1:
-            entry["processes"] = shares(gather_object([seen]))
-        if main:
-            if evaluating:
-                entry["wer"] = score(dataset.validation)  # as served: the weights alone
-            if general_scored:
-                entry["general_wer"] = score(general.validation)
-            logger.info(
-                "epoch %d: loss %.4f%s%s",
-                epoch,
-                entry["loss"],
-                f", validation WER {entry['wer']:.2f}%" if "wer" in entry else "",
-                f", general speech WER {entry['general_wer']:.2f}%" if general_scored else "",
-            )
-            position.history.append(entry)
-            emit("epoch", **entry)
-            if on_epoch is not None:
-                on_epoch(accelerator.unwrap_model(model), entry, report)
-            if position.best_score is None or epoch_score(entry, report) <= position.best_score:
-                position.best_score, position.best_epoch = epoch_score(entry, report), epoch
-                best_state = copy.deepcopy(
-                    get_peft_model_state_dict(accelerator.unwrap_model(model))
-                )
-        position.epoch, position.steps_in_epoch, position.losses = epoch + 1, 0, []
-        save_state(rng.getstate())
-        accelerator.wait_for_everyone()
+        for e in chosen
+    ]
+    return {**run.collator([e.audio for e in chosen], labels), "windows": torch.tensor(indices)}
 
-    # 6. The best epoch's weights (the main process).
-    model = accelerator.unwrap_model(model)
-    report.steps, report.seconds = position.step, time.monotonic() - start
+
+def train_epoch(run: Run) -> list[int]:
+    """One epoch (or what is left of it, resuming); returns the windows this process
+    trained on. Canceled or interrupted, the run state is saved as it stood after its last
+    whole step."""
+    from accelerate.utils import broadcast_object_list
+
+    from whisper_ft import runstate
+
+    run.model.train()
+    epoch_rng = run.rng.getstate()
+    order = None
+    if run.main:
+        order = list(range(run.own)) + run.rng.sample(
+            range(run.own, len(run.windows)), run.replayed
+        )
+        run.rng.shuffle(order)
+    (order,) = broadcast_object_list([order])
+    loader = run.accelerator.prepare_data_loader(
+        torch.utils.data.DataLoader(
+            order,
+            batch_size=run.settings.batch_size,
+            collate_fn=lambda indices: batch_of(run, indices),
+            generator=torch.Generator(),
+        )
+    )
+    position = run.position
+    skip = position.steps_in_epoch * run.settings.gradient_accumulation  # done before resuming
+    seen: list[int] = []
+    losses_kept = len(position.losses)
+    try:
+        for index, inputs in enumerate(loader):
+            if index < skip:  # drawn again, as the interrupted run drew it, not trained
+                continue
+            if run.restore is not None:  # dropout's state where the resumed run stopped
+                runstate.set_torch_random_state(run.restore)
+                run.restore = None
+            seen += inputs.pop("windows").tolist()
+            if not train_step(run, inputs):
+                continue
+            run.torch_rng, losses_kept = runstate.torch_random_state(), len(position.losses)
+            log_step(run)
+            if position.step >= run.total_steps:
+                break
+    except BaseException:
+        del position.losses[losses_kept:]
+        save_state(run, epoch_rng)
+        raise
+    return seen
+
+
+def train_step(run: Run, inputs: dict) -> bool:
+    """One forward and backward pass; returns whether it ended an optimizer step."""
+    accelerator, position = run.accelerator, run.position
+    with accelerator.accumulate(run.model):
+        output = run.model(**inputs)
+        loss = output.loss
+        if run.hooks.loss is not None:
+            loss = run.hooks.loss(accelerator.unwrap_model(run.model), inputs, output)
+        accelerator.backward(loss)
+        position.losses.append(loss.item())
+        if accelerator.sync_gradients:
+            accelerator.clip_grad_norm_(run.model.parameters(), 1.0)
+        run.optimizer.step()
+        run.optimizer.zero_grad(set_to_none=True)
+    if not accelerator.sync_gradients:
+        return False
+    run.scheduler.step()
+    position.step += 1
+    position.steps_in_epoch += 1
+    return True
+
+
+def log_step(run: Run) -> None:
+    position = run.position
+    per_step = (time.monotonic() - run.started) / (position.step - run.first_step)
+    eta = per_step * (run.total_steps - position.step)
+    logger.info(
+        "step %d/%d  epoch %d  loss %.4f  lr %.2e  %.1f s/step  ETA %.0f s",
+        position.step,
+        run.total_steps,
+        position.epoch,
+        position.losses[-1],
+        run.scheduler.get_last_lr()[0],
+        per_step,
+        eta,
+    )
+    run.emit(
+        "step",
+        step=position.step,
+        steps=run.total_steps,
+        epoch=position.epoch,
+        loss=round(position.losses[-1], 4),
+        eta=round(eta, 1),
+    )
+
+
+def end_epoch(run: Run, epoch: int, seen: list[int]) -> None:
+    """Score the epoch (the main process), keep its weights if it is the best so far, save
+    the run state and start the next epoch."""
+    from accelerate.utils import gather_object
+    from peft import get_peft_model_state_dict
+
+    position, report = run.position, run.report
+    entry = {"epoch": epoch, "step": position.step, "loss": float(np.mean(position.losses))}
+    if run.accelerator.num_processes > 1:
+        entry["processes"] = shares(gather_object([seen]))
+    if run.main:
+        score_epoch(run, entry)
+        position.history.append(entry)
+        run.emit("epoch", **entry)
+        if run.hooks.on_epoch is not None:
+            run.hooks.on_epoch(run.accelerator.unwrap_model(run.model), entry, report)
+        if position.best_score is None or epoch_score(entry, report) <= position.best_score:
+            position.best_score, position.best_epoch = epoch_score(entry, report), epoch
+            weights = get_peft_model_state_dict(run.accelerator.unwrap_model(run.model))
+            run.best_state = copy.deepcopy(weights)
+    position.epoch, position.steps_in_epoch, position.losses = epoch + 1, 0, []
+    save_state(run, run.rng.getstate())
+    run.accelerator.wait_for_everyone()
+
+
+def score_epoch(run: Run, entry: dict) -> None:
+    """The epoch's validation and general-speech WERs, into `entry` and the log."""
+    general_scored = run.general is not None and bool(run.general.validation)
+    if run.dataset.validation:
+        entry["wer"] = run.score(run.dataset.validation)
+    if general_scored:
+        entry["general_wer"] = run.score(run.general.validation)
+    logger.info(
+        "epoch %d: loss %.4f%s%s",
+        entry["epoch"],
+        entry["loss"],
+        f", validation WER {entry['wer']:.2f}%" if "wer" in entry else "",
+        f", general speech WER {entry['general_wer']:.2f}%" if general_scored else "",
+    )
+
+
+def save_state(run: Run, epoch_rng: tuple) -> None:
+    """This process's random state, then (the main process) the rest of the run state."""
+    from peft import get_peft_model_state_dict
+
+    from whisper_ft import runstate
+
+    state_dir = run.run_files.state_dir
+    if state_dir is None:
+        return
+    runstate.save_process(state_dir, run.accelerator.process_index, epoch_rng, run.torch_rng)
+    if run.main:
+        runstate.save_run(
+            state_dir,
+            run.position,
+            run.identity,
+            get_peft_model_state_dict(run.accelerator.unwrap_model(run.model)),
+            run.best_state,
+            run.optimizer.state_dict(),
+            run.scheduler.state_dict(),
+        )
+
+
+def keep_best(run: Run):
+    from peft import set_peft_model_state_dict
+
+    model, report, position = run.accelerator.unwrap_model(run.model), run.report, run.position
+    report.steps, report.seconds = position.step, time.monotonic() - run.started
     report.history, report.best_epoch = position.history, position.best_epoch
-    if main:
-        set_peft_model_state_dict(model, best_state)
+    if run.main:
+        set_peft_model_state_dict(model, run.best_state)
         best = report.history[report.best_epoch - 1]
         report.wer_after, report.general_wer_after = best.get("wer"), best.get("general_wer")
         warn_if_worse(report)
-        emit(
+        run.emit(
             "kept",
             epoch=report.best_epoch,
             wer_before=report.wer_before,
             wer_after=report.wer_after,
         )
-    return model, processor, report
+    return model, run.processor, report
 
 
 def shares(seen_by_process: list[list[int]]) -> dict:

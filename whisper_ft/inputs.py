@@ -1,7 +1,13 @@
-"""Validate run/train inputs against their own `cog.Input(...)` declarations.
+"""Each input declared once: its default, bounds, choices and help.
 
-One source of truth: `predict.py` and `train.py` declare each input once, with `Input(...)`
-bounds and choices. Cog checks them only when a schema was built (`cog build`); a local
+A setting that a request or a training takes is a field of a settings dataclass
+(`TranscribeSettings`, `CueRules`, `TrainSettings`, `LoraSettings`) declared with `setting(...)`.
+That one declaration gives Cog's `Input(...)` in `predict.py` and `train.py` (`cog_input`), the
+settings' own check when they are built in Python (`check_settings`), and the mapping of a
+request's inputs onto the settings (`settings_from`). Inputs that are no setting (the audio,
+the zips) are declared with `Input(...)` where they are taken.
+
+Cog checks the declared bounds only when a schema was built (`cog build`); a local
 `python -m cog.server.http` and this project's command line do not. So both entry points
 call `check_inputs` first, and the command line uses `parse_cli_value` to turn `-i name=value`
 strings into the declared types, the same way `cog predict -i` does.
@@ -9,6 +15,7 @@ strings into the declared types, the same way `cog predict -i` does.
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import re
 import types
@@ -17,6 +24,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from cog import Input
 from cog.input import FieldInfo
 
 TRUE = ("true", "1", "yes", "on")
@@ -25,6 +33,51 @@ FALSE = ("false", "0", "no", "off")
 
 class InputError(ValueError):
     """An input value is wrong; the message names the input and what is allowed."""
+
+
+def setting(default: Any, *, help: str | None = None, ge=None, le=None, choices=None) -> Any:
+    """A settings dataclass field that is also an input: its default, help, bounds, choices."""
+    bounds = {"description": help, "ge": ge, "le": le, "choices": choices}
+    return dataclasses.field(default=default, metadata={"input": bounds})
+
+
+def _declaration(settings_class: type, name: str) -> tuple[Any, dict]:
+    found = {f.name: f for f in dataclasses.fields(settings_class)}[name]
+    return found.default, found.metadata.get("input", {})
+
+
+def cog_input(settings_class: type, name: str, **given: Any) -> Any:
+    """Cog's `Input(...)` for a settings field, from its declaration; `given` adds to it
+    (a request-level default or help that differs from the settings' own)."""
+    default, declared = _declaration(settings_class, name)
+    if isinstance(default, tuple):  # a list setting is given as comma-separated text
+        default = ",".join(default)
+    declared = {key: value for key, value in declared.items() if value is not None}
+    return Input(**{"default": default, **declared, **given})
+
+
+def check_settings(settings: Any) -> None:
+    """Check each declared field of a settings dataclass against its bounds and choices,
+    with the messages `check_inputs` gives for the same input."""
+    for f in dataclasses.fields(settings):
+        value, declared = getattr(settings, f.name), f.metadata.get("input")
+        if declared is not None and value is not None:
+            _check(f.name, value, FieldInfo(default=f.default, **declared))
+
+
+def settings_from(settings_class: type, args: dict[str, Any], prefix: str = "", **given: Any):
+    """Settings from a request's checked inputs: each field from the input of its name (or
+    `prefix` + its name); a tuple field from comma-separated text; `given` fields as given."""
+    values = dict(given)
+    for f in dataclasses.fields(settings_class):
+        name = next((n for n in (prefix + f.name, f.name) if n in args), None)
+        if f.name in values or name is None:
+            continue
+        value = args[name]
+        if isinstance(f.default, tuple) and isinstance(value, str):
+            value = tuple(item.strip() for item in value.split(",") if item.strip())
+        values[f.name] = value
+    return settings_class(**values)
 
 
 def inputs_declared(fn: Callable) -> Callable:
