@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import av
@@ -18,9 +18,15 @@ import numpy as np
 
 logger = logging.getLogger(__name__)
 
+# Whisper's input, named as in openai/whisper's audio.py; every module reads them from here.
 SAMPLE_RATE = 16000  # Whisper's input rate, in Hz
 CHUNK_LENGTH = 30  # seconds of audio in one Whisper window
 N_SAMPLES = CHUNK_LENGTH * SAMPLE_RATE  # 480000 samples in a 30-second window
+
+# Two silence levels, for two decisions (peak sample amplitude, full scale 1.0):
+SILENT_PEAK = 1e-4  # about -80 dBFS: no sound at all, a training recording to reject
+QUIET_PEAK = 1e-3  # -60 dBFS: nothing to transcribe (Whisper invents words on such audio)
+
 BLOCK_SECONDS = 60  # decode in blocks of one minute: small enough to stream, big enough to be fast
 
 
@@ -69,45 +75,65 @@ def stream_audio(
     to no samples, and audio longer than `max_duration` seconds.
     """
     path = Path(path)
-    block = int(block_seconds * SAMPLE_RATE)
     limit = None if max_duration is None else int(max_duration * SAMPLE_RATE)
+    blocks = _Blocks(int(block_seconds * SAMPLE_RATE))
     total = 0
-    pending: list[np.ndarray] = []
-    pending_len = 0
     with _open(path) as container:
         stream = container.streams.audio[0]
         stream.thread_type = "AUTO"
         resampler = av.AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE)
         try:
-            for frame in _frames(container, stream):
-                for out in resampler.resample(frame):
-                    samples = out.to_ndarray().reshape(-1)
-                    total += samples.size
-                    if limit is not None and total > limit:
-                        raise AudioError(
-                            f"{path.name}: audio is longer than the limit of "
-                            f"{max_duration:.0f} s; cut it into shorter files"
-                        )
-                    pending.append(samples)
-                    pending_len += samples.size
-                    while pending_len >= block:
-                        joined = np.concatenate(pending)
-                        yield joined[:block]
-                        rest = joined[block:]
-                        pending, pending_len = ([rest], rest.size) if rest.size else ([], 0)
-            for out in resampler.resample(None):  # flush the resampler's tail
-                samples = out.to_ndarray().reshape(-1)
+            for samples in _resampled(resampler, _frames(container, stream)):
                 total += samples.size
-                pending.append(samples)
-                pending_len += samples.size
+                if limit is not None and total > limit:
+                    raise AudioError(
+                        f"{path.name}: audio is longer than the limit of "
+                        f"{max_duration:.0f} s; cut it into shorter files"
+                    )
+                blocks.add(samples)
+                yield from blocks.full()
+            for samples in _resampled(resampler, [None]):  # flush the resampler's tail
+                total += samples.size
+                blocks.add(samples)
         except av.error.FFmpegError as e:
             raise AudioError(
                 f"{path.name}: the audio is corrupt and cannot be decoded ({e})"
             ) from e
     if total == 0:
         raise AudioError(f"{path.name}: the file holds no audio samples (0 s of audio)")
-    if pending_len:
-        yield np.concatenate(pending)
+    if blocks.size:
+        yield blocks.rest()
+
+
+def _resampled(resampler: av.AudioResampler, frames: Iterable) -> Iterator[np.ndarray]:
+    """The frames' samples at 16 kHz mono (a None frame flushes the resampler)."""
+    for frame in frames:
+        for out in resampler.resample(frame):
+            yield out.to_ndarray().reshape(-1)
+
+
+class _Blocks:
+    """Decoded samples gathered and handed out in blocks of a fixed size."""
+
+    def __init__(self, block: int):
+        self.block = block
+        self.parts: list[np.ndarray] = []
+        self.size = 0
+
+    def add(self, samples: np.ndarray) -> None:
+        self.parts.append(samples)
+        self.size += samples.size
+
+    def full(self) -> Iterator[np.ndarray]:
+        """Every whole block gathered so far; the rest waits for more samples."""
+        while self.size >= self.block:
+            joined = np.concatenate(self.parts)
+            yield joined[: self.block]
+            rest = joined[self.block :]
+            self.parts, self.size = ([rest], rest.size) if rest.size else ([], 0)
+
+    def rest(self) -> np.ndarray:
+        return np.concatenate(self.parts)
 
 
 def _frames(container: av.container.InputContainer, stream: av.AudioStream) -> Iterator:

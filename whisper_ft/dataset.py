@@ -30,12 +30,21 @@ import stat
 import tempfile
 import unicodedata
 import zipfile
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+from typing import Protocol, TypeVar
 
 import numpy as np
 
-from whisper_ft.audio import CHUNK_LENGTH, SAMPLE_RATE, AudioError, stream_audio
+from whisper_ft.audio import (
+    CHUNK_LENGTH,
+    N_SAMPLES,
+    SAMPLE_RATE,
+    SILENT_PEAK,
+    AudioError,
+    stream_audio,
+)
 from whisper_ft.fetch import TooLarge, download
 from whisper_ft.subtitles import Cue, SubtitleError, format_timestamp, parse_subtitles
 
@@ -48,6 +57,7 @@ __all__ = [
     "fetch_zip",
     "find_pairs",
     "load_dataset",
+    "pack_spans",
     "read_transcript",
     "safe_extract",
     "samples",
@@ -62,11 +72,9 @@ AUDIO_SUFFIXES = frozenset(
 TRANSCRIPT_SUFFIXES = frozenset([".vtt", ".srt", ".txt"])  # .txt: one text, no times
 IGNORED_NAMES = frozenset(["__MACOSX", "Thumbs.db", "desktop.ini"])  # OS clutter in zips
 
-MAX_WINDOW_SECONDS = float(CHUNK_LENGTH)  # 30 s: one Whisper window
 PAD_SECONDS = 0.2  # audio kept before the first and after the last cue of a window
 END_TOLERANCE = 0.5  # a cue may end this far past the decoded audio (encoder padding, rounding)
 OVERLAP_TOLERANCE = 0.1  # cue overlaps up to this are clamped; larger ones are an error
-SILENCE_PEAK = 1e-4  # about -80 dBFS: a recording whose peak is below this has no sound
 MAX_PROBLEMS_PER_FILE = 5  # a file with 500 shifted cues gets 5 lines, then "and 495 more"
 COPY_BLOCK = 1024 * 1024  # extraction copies 1 MiB at a time, counting as it goes
 
@@ -250,6 +258,8 @@ def safe_extract(zip_path: Path, dest: Path, limits: DatasetLimits = DatasetLimi
 def _check_members(
     zf: zipfile.ZipFile, name: str, limits: DatasetLimits
 ) -> list[tuple[zipfile.ZipInfo, tuple[str, ...]]]:
+    """The files to extract, with their path components. Raises DatasetError for unsafe
+    entries, a zip with no files, and too many files or bytes for `limits`."""
     unsafe, members = [], []
     for info in zf.infolist():
         parts, why = _entry_parts(info)
@@ -273,6 +283,22 @@ def _check_members(
             f"{limits.max_files}; train on fewer files, or join short clips into longer "
             "recordings with one .vtt each"
         )
+    too_big = _size_problems(members, limits)
+    if too_big:
+        raise _fail(
+            f"{name}: the zip unpacks to too much data (limit {_size(limits.max_unpacked_bytes)}"
+            f", at most {limits.max_ratio:.0f}:1 compression; a zip bomb?)",
+            too_big,
+            "upload less audio, or compress the audio itself (FLAC or MP3) instead of zipping "
+            "long stretches of digital silence",
+        )
+    return members
+
+
+def _size_problems(
+    members: list[tuple[zipfile.ZipInfo, tuple[str, ...]]], limits: DatasetLimits
+) -> list[str]:
+    """Entries, and the zip as a whole, that unpack past the limits (size or ratio)."""
     too_big = []
     for info, _ in members:
         ratio = info.file_size / max(info.compress_size, 1)
@@ -289,15 +315,7 @@ def _check_members(
         too_big.append(f"all files together unpack to {_size(total)}")
     elif total > limits.ratio_min_bytes and total / max(packed, 1) > limits.max_ratio:
         too_big.append(f"all files together are compressed {total / max(packed, 1):.0f}:1")
-    if too_big:
-        raise _fail(
-            f"{name}: the zip unpacks to too much data (limit {_size(limits.max_unpacked_bytes)}"
-            f", at most {limits.max_ratio:.0f}:1 compression; a zip bomb?)",
-            too_big,
-            "upload less audio, or compress the audio itself (FLAC or MP3) instead of zipping "
-            "long stretches of digital silence",
-        )
-    return members
+    return too_big
 
 
 def _extract_members(
@@ -372,7 +390,30 @@ def find_pairs(
     `skip_unpaired`. Stems must match exactly: `Talk1.mp3` and `talk1.vtt` are not paired.
     """
     root = Path(root)
-    groups: dict[tuple[Path, str], tuple[list[Path], list[Path]]] = {}
+    groups, others = _files_by_stem(root)
+    pairs, problems = _pair_groups(groups, root)
+    warnings = []
+    if others:
+        shown = ", ".join(others[:5]) + (f" and {len(others) - 5} more" if len(others) > 5 else "")
+        warnings.append(
+            f"ignored {len(others)} files that are neither audio nor transcripts: {shown}"
+        )
+    if not pairs:
+        found = f"found no audio file paired with a transcript ({_LAYOUT})"
+        raise _fail(found, problems) if problems else DatasetError(found)
+    if problems and not skip_unpaired:
+        raise _fail(f"{len(problems)} files cannot be paired", problems, _SKIP_HINT)
+    warnings += [f"skipped {p}" for p in problems]
+    return pairs, warnings
+
+
+_Groups = dict[tuple[Path, str], tuple[list[Path], list[Path]]]  # (folder, stem) -> files
+
+
+def _files_by_stem(root: Path) -> tuple[_Groups, list[str]]:
+    """The audio files and transcripts under `root` by (folder, stem), and the other files
+    (their paths under `root`), all in sorted order; hidden files, clutter and links left out."""
+    groups: _Groups = {}
     others: list[str] = []
     for folder, dirs, files in os.walk(root):  # does not follow links
         dirs[:] = sorted(d for d in dirs if not _ignored((d,)))
@@ -386,6 +427,12 @@ def find_pairs(
                 (audios if suffix in AUDIO_SUFFIXES else transcripts).append(path)
             else:
                 others.append(_rel(path, root))
+    return groups, others
+
+
+def _pair_groups(groups: _Groups, root: Path) -> tuple[list[tuple[Path, Path]], list[str]]:
+    """One (audio, transcript) pair per stem that has exactly one of each, sorted by path,
+    and a problem, saying what to fix, for every other stem."""
 
     def rel(path: Path) -> str:
         return _rel(path, root)
@@ -419,20 +466,7 @@ def find_pairs(
             )
         else:
             pairs.append((audios[0], transcripts[0]))
-
-    warnings = []
-    if others:
-        shown = ", ".join(others[:5]) + (f" and {len(others) - 5} more" if len(others) > 5 else "")
-        warnings.append(
-            f"ignored {len(others)} files that are neither audio nor transcripts: {shown}"
-        )
-    if not pairs:
-        found = f"found no audio file paired with a transcript ({_LAYOUT})"
-        raise _fail(found, problems) if problems else DatasetError(found)
-    if problems and not skip_unpaired:
-        raise _fail(f"{len(problems)} files cannot be paired", problems, _SKIP_HINT)
-    warnings += [f"skipped {p}" for p in problems]
-    return pairs, warnings
+    return pairs, problems
 
 
 def _rel(path: Path, root: Path) -> str:
@@ -533,7 +567,7 @@ def _check_cues(cues: list[Cue], duration: float, name: str) -> tuple[list[Cue],
     problems = []
     for cue in cues:
         span = f"{_ts(cue.start)} --> {_ts(cue.end)}"
-        if cue.end - cue.start > MAX_WINDOW_SECONDS:
+        if cue.end - cue.start > CHUNK_LENGTH:
             problems.append(
                 f"{name}: cue {span} is {cue.end - cue.start:.1f} s long, more than the 30 s "
                 "Whisper hears at once; split it into shorter cues"
@@ -589,12 +623,12 @@ def _load_recording(
     if audio is None:
         return [], 0.0, problems
     duration = audio.size / SAMPLE_RATE
-    if peak < SILENCE_PEAK:
+    if peak < SILENT_PEAK:
         problems.append(f"{name}: no sound (the audio is silent); check the file")
     if problems:
         return [], duration, problems
     if math.isinf(cues[0].end):  # a .txt: one text for the whole clip
-        if duration > MAX_WINDOW_SECONDS + END_TOLERANCE:
+        if duration > CHUNK_LENGTH + END_TOLERANCE:
             problems.append(
                 f"{name}: the audio is {duration:.1f} s long but {transcript_path.name} has no "
                 "times, so it only works for clips of at most 30 s; use a .vtt with times "
@@ -602,7 +636,7 @@ def _load_recording(
             )
             return [], duration, problems
         # up to END_TOLERANCE past 30 s is encoder padding (an mp3 of a 30 s clip): trim it
-        clip = audio[: int(MAX_WINDOW_SECONDS * SAMPLE_RATE)].copy()
+        clip = audio[:N_SAMPLES].copy()
         return [Example(clip, cues[0].text, (), name, 0.0)], duration, []
     fixed, problems = _check_cues(cues, duration, name)
     if problems:
@@ -614,14 +648,15 @@ def _load_recording(
 
 
 def windows(
-    audio: np.ndarray, cues: list[Cue], recording: str, max_seconds: float = MAX_WINDOW_SECONDS
+    audio: np.ndarray, cues: list[Cue], recording: str, max_seconds: float = CHUNK_LENGTH
 ) -> list[Example]:
     """Cut a recording into windows of at most `max_seconds` that never split a cue.
 
-    Consecutive cues are packed greedily while the last cue's end minus the first cue's start
-    fits; the window then takes up to PAD_SECONDS of audio before its first and after its
-    last cue where there is room (never into a neighbouring cue, past the audio, or past
-    `max_seconds`). Cue times in the result are relative to the window, rounded to 0.01 s.
+    Consecutive cues are packed greedily (`pack_spans`) while the last cue's end minus the
+    first cue's start fits; the window then takes up to PAD_SECONDS of audio before its
+    first and after its last cue where there is room (never into a neighbouring cue, past
+    the audio, or past `max_seconds`). Cue times in the result are relative to the window,
+    rounded to 0.01 s.
     `cues` must be in order, not overlap, lie within the audio and each fit in a window.
     """
     duration = audio.size / SAMPLE_RATE
@@ -632,12 +667,10 @@ def windows(
         if k and cue.start < cues[k - 1].end - 1e-6:
             raise ValueError(f"{recording}: cue {k} starts before cue {k - 1} ends")
     result = []
-    i = 0
-    while i < len(cues):
-        j = i
-        while j + 1 < len(cues) and cues[j + 1].end - cues[i].start <= max_seconds:
-            j += 1
-        first, last = cues[i], cues[j]
+    i = 0  # cues[i : j + 1] is the run in hand
+    for run in pack_spans(cues, max_seconds):
+        j = i + len(run) - 1
+        first, last = run[0], run[-1]
         floor = cues[i - 1].end if i else 0.0
         ceiling = cues[j + 1].start if j + 1 < len(cues) else duration
         start = min(first.start, max(first.start - PAD_SECONDS, floor, last.end - max_seconds))
@@ -652,12 +685,40 @@ def windows(
                 min(max(round(c.end - offset, 2), 0.0), length),
                 " ".join(c.text.split()),  # one line: Whisper's labels have no line breaks
             )
-            for c in cues[i : j + 1]
+            for c in run
         )
         text = " ".join(c.text for c in inside)
         result.append(Example(audio[lo:hi].copy(), text, inside, recording, offset))
         i = j + 1
     return result
+
+
+class _Span(Protocol):
+    @property
+    def start(self) -> float: ...
+
+    @property
+    def end(self) -> float: ...
+
+
+SpanT = TypeVar("SpanT", bound=_Span)
+
+
+def pack_spans(spans: Iterable[SpanT], max_seconds: float) -> list[list[SpanT]]:
+    """Time-ordered spans (cues, segments) packed greedily into runs of consecutive spans,
+    each lasting at most `max_seconds` from its first span's start to its last span's end.
+
+    The one packer of training windows (`windows`) and of exported dataset clips
+    (`outputs.group_clips`), so that what the export writes is cut the way training cuts.
+    A run's first span is taken whatever its length: callers refuse or drop longer ones.
+    """
+    runs: list[list[SpanT]] = []
+    for span in spans:
+        if runs and span.end - runs[-1][0].start <= max_seconds:
+            runs[-1].append(span)
+        else:
+            runs.append([span])
+    return runs
 
 
 def sentences(example: Example) -> list[Example]:
@@ -719,14 +780,8 @@ def load_dataset(
         raise ValueError(f"validation_fraction must be in [0, 1), got {validation_fraction}")
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
-    recordings, warnings, total = [], [], 0.0
-    for k, path in enumerate(zip_path if isinstance(zip_path, list) else [zip_path]):
-        prefix = f"{Path(path).name}/" if k else ""
-        found, found_warnings, total = _load_zip(
-            Path(path), workdir, skip_bad, limits, prefix, before=total
-        )
-        recordings += found
-        warnings += found_warnings
+    paths = zip_path if isinstance(zip_path, list) else [zip_path]
+    recordings, warnings = _load_zips(paths, workdir, skip_bad, limits)
     if validation_zip is not None:
         val_recordings, val_warnings, _ = _load_zip(Path(validation_zip), workdir, skip_bad, limits)
         warnings += [f"validation data: {w}" for w in val_warnings]
@@ -740,17 +795,40 @@ def load_dataset(
         warnings += split_warnings
         count = len(recordings)
     seconds = sum(ex.audio.size for ex in train + validation) / SAMPLE_RATE
-    for warning in warnings:
+    dataset = Dataset(train, validation, count, seconds, warnings)
+    _log_summary(dataset)
+    return dataset
+
+
+def _load_zips(
+    paths: list[Path], workdir: Path, skip_bad: bool, limits: DatasetLimits
+) -> tuple[list[tuple[str, list[Example]]], list[str]]:
+    """The recordings of the training zips, pooled (those of the second and later zips named
+    `<zip name>/<path>`), and their warnings; `limits.max_total_seconds` counts them all."""
+    recordings, warnings, total = [], [], 0.0
+    for k, path in enumerate(paths):
+        prefix = f"{Path(path).name}/" if k else ""
+        found, found_warnings, total = _load_zip(
+            Path(path), workdir, skip_bad, limits, prefix, before=total
+        )
+        recordings += found
+        warnings += found_warnings
+    return recordings, warnings
+
+
+def _log_summary(dataset: Dataset) -> None:
+    """Every warning, then what was found: the log of a training run starts with its data."""
+    for warning in dataset.warnings:
         logger.warning("%s", warning)
+    train, validation = dataset.train, dataset.validation
     logger.info(
         "found %d recordings, %d windows (%d train, %d validation), %.1f min of audio",
-        count,
+        dataset.recordings,
         len(train) + len(validation),
         len(train),
         len(validation),
-        seconds / 60,
+        dataset.seconds / 60,
     )
-    return Dataset(train, validation, count, seconds, warnings)
 
 
 def _load_zip(

@@ -15,7 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from whisper_ft.audio import SAMPLE_RATE, probe_duration, write_audio
+from whisper_ft.audio import CHUNK_LENGTH, SAMPLE_RATE, probe_duration, write_audio
+from whisper_ft.dataset import pack_spans
 from whisper_ft.subtitles import (
     NETFLIX_ENGLISH,
     Cue,
@@ -32,7 +33,6 @@ from whisper_ft.transcribe import Segment, Transcriber, TranscribeSettings, Tran
 logger = logging.getLogger(__name__)
 
 FORMATS = ("txt", "srt", "vtt", "json")
-MAX_CLIP_SECONDS = 30.0  # one Whisper window: the longest clip training accepts
 CLIP_PAD_SECONDS = 0.2  # audio kept around the speech of a clip, where there is room
 ESTIMATED_NOTE = (
     "the model gave no word timing for some speech; those cues are split by text and timed "
@@ -145,17 +145,16 @@ def safe_stem(path: Path) -> str:
 
 
 def group_clips(segments: list[Segment]) -> list[list[Segment]]:
-    """Consecutive segments grouped so that each group spans at most 30 s."""
-    groups: list[list[Segment]] = []
+    """Consecutive segments grouped so that each group spans at most 30 s (one Whisper
+    window, the longest clip training accepts) with CLIP_PAD_SECONDS of room either side.
+    A segment longer than 30 s cannot be a clip: it is left out with a warning."""
+    fitting = []
     for seg in segments:
-        if seg.end - seg.start > MAX_CLIP_SECONDS:
+        if seg.end - seg.start > CHUNK_LENGTH:
             logger.warning("dataset: skipped a segment longer than 30 s at %.1f s", seg.start)
-            continue
-        if groups and seg.end - groups[-1][0].start <= MAX_CLIP_SECONDS - 2 * CLIP_PAD_SECONDS:
-            groups[-1].append(seg)
         else:
-            groups.append([seg])
-    return groups
+            fitting.append(seg)
+    return pack_spans(fitting, CHUNK_LENGTH - 2 * CLIP_PAD_SECONDS)
 
 
 class DatasetWriter:
@@ -184,7 +183,7 @@ class DatasetWriter:
         end_of_piece = offset + audio.size / SAMPLE_RATE
         for group in group_clips(segments):
             start = max(offset, group[0].start - CLIP_PAD_SECONDS)
-            end = min(end_of_piece, group[-1].end + CLIP_PAD_SECONDS, start + MAX_CLIP_SECONDS)
+            end = min(end_of_piece, group[-1].end + CLIP_PAD_SECONDS, start + CHUNK_LENGTH)
             clip = audio[int((start - offset) * SAMPLE_RATE) : int((end - offset) * SAMPLE_RATE)]
             cues = []
             for s in group:

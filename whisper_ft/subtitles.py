@@ -519,13 +519,53 @@ def write_txt(cues: Sequence[Cue]) -> str:
     return "".join(f"{line}\n" for line in lines if line)
 
 
+# --- what a readable cue is ----------------------------------------------------------------
+#
+# The one home of the subtitle rules ("two lines of 42 characters" and the rest): the cue
+# builder, the line wrapper and the transcriber's segments all read them from here.
+
+
+@dataclass(frozen=True)
+class CueRules:
+    """What a readable cue is. Defaults: Netflix's English timed-text style guide."""
+
+    max_line_width: int = 42  # characters on a line
+    max_line_count: int = 2  # lines on screen at once
+    max_cue_seconds: float = 7.0  # longest time on screen
+    max_words_per_cue: int = 0  # 0: no limit
+    min_cue_seconds: float = 5 / 6  # shortest time on screen (20 frames), where speech allows
+    max_chars_per_second: float = 20.0  # reading speed, spaces and punctuation counted
+    gap_seconds: float = 2 / 24  # blank time between two cues (two frames)
+
+    def validate(self) -> CueRules:
+        if not 1 <= self.max_line_width <= 200:
+            raise ValueError(f"max_line_width: {self.max_line_width} is outside 1..200")
+        if not 1 <= self.max_line_count <= 10:
+            raise ValueError(f"max_line_count: {self.max_line_count} is outside 1..10")
+        if not 1.0 <= self.max_cue_seconds <= 60.0:
+            raise ValueError(f"max_cue_seconds: {self.max_cue_seconds} is outside 1..60")
+        if not 0 <= self.max_words_per_cue <= 100:
+            raise ValueError(f"max_words_per_cue: {self.max_words_per_cue} is outside 0..100")
+        return self
+
+    @property
+    def max_chars(self) -> int:
+        return self.max_line_width * self.max_line_count
+
+
+NETFLIX_ENGLISH = CueRules()
+
+
 # --- line wrapping -------------------------------------------------------------------------
 
 _LINE_BREAK_WEIGHT = 40.0  # a break_cost of 20 (after "the") outweighs lines 42/20 vs 31/31
 
 
 def wrap_text(
-    text: str, width: int = 42, max_lines: int = 2, penalties: Sequence[float] = ()
+    text: str,
+    width: int = NETFLIX_ENGLISH.max_line_width,
+    max_lines: int = NETFLIX_ENGLISH.max_line_count,
+    penalties: Sequence[float] = (),
 ) -> str:
     """Re-flow ``text`` into at most ``max_lines`` balanced lines of up to ``width`` characters.
 
@@ -591,39 +631,9 @@ def _balanced_lines(
 # --- cues from timed words -----------------------------------------------------------------
 #
 # Every transcription path (short or long audio, sequential or batched, VAD, translation)
-# ends here: its timed words become cues that a viewer can read. The rules default to
-# Netflix's English timed-text guide; the user may set the width, lines, duration and words.
-
-
-@dataclass(frozen=True)
-class CueRules:
-    """What a readable cue is. Defaults: Netflix's English timed-text style guide."""
-
-    max_line_width: int = 42  # characters on a line
-    max_line_count: int = 2  # lines on screen at once
-    max_cue_seconds: float = 7.0  # longest time on screen
-    max_words_per_cue: int = 0  # 0: no limit
-    min_cue_seconds: float = 5 / 6  # shortest time on screen (20 frames), where speech allows
-    max_chars_per_second: float = 20.0  # reading speed, spaces and punctuation counted
-    gap_seconds: float = 2 / 24  # blank time between two cues (two frames)
-
-    def validate(self) -> CueRules:
-        if not 1 <= self.max_line_width <= 200:
-            raise ValueError(f"max_line_width: {self.max_line_width} is outside 1..200")
-        if not 1 <= self.max_line_count <= 10:
-            raise ValueError(f"max_line_count: {self.max_line_count} is outside 1..10")
-        if not 1.0 <= self.max_cue_seconds <= 60.0:
-            raise ValueError(f"max_cue_seconds: {self.max_cue_seconds} is outside 1..60")
-        if not 0 <= self.max_words_per_cue <= 100:
-            raise ValueError(f"max_words_per_cue: {self.max_words_per_cue} is outside 0..100")
-        return self
-
-    @property
-    def max_chars(self) -> int:
-        return self.max_line_width * self.max_line_count
-
-
-NETFLIX_ENGLISH = CueRules()
+# ends here: its timed words become cues that a viewer can read. The rules (CueRules, above)
+# default to Netflix's English timed-text guide; the user may set the width, lines, duration
+# and words.
 
 
 @dataclass(frozen=True)

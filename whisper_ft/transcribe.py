@@ -1,10 +1,10 @@
 """Transcribe, translate and identify the language of audio with CTranslate2 (faster-whisper).
 
-Why faster-whisper: on CPU it is about four times faster than PyTorch Whisper at the same
-accuracy and already brings VAD, batched long-form decoding, word timestamps, hotwords and
-the temperature fallback. This module adds what a service needs around it: validated
-settings, streaming of long files in pieces cut at quiet points (so hours of audio never sit
-in memory at once), progress in the logs, and typed results.
+Why faster-whisper: on CPU it runs Whisper faster than PyTorch at the same accuracy
+(CTranslate2's int8 kernels) and already brings VAD, batched long-form decoding, word
+timestamps, hotwords and the temperature fallback. This module adds what a service needs
+around it: validated settings, streaming of long files in pieces cut at quiet points (so
+hours of audio never sit in memory at once), progress in the logs, and typed results.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from whisper_ft import progress
-from whisper_ft.audio import N_SAMPLES, SAMPLE_RATE, stream_audio
+from whisper_ft.audio import CHUNK_LENGTH, N_SAMPLES, QUIET_PEAK, SAMPLE_RATE, stream_audio
 from whisper_ft.subtitles import NETFLIX_ENGLISH, TimedWord, group_words
 
 logger = logging.getLogger(__name__)
@@ -27,12 +27,10 @@ TASKS = ("transcribe", "translate")
 FALLBACK_TEMPERATURES = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)  # openai/whisper's schedule
 PIECE_SECONDS = 600  # long files are decoded and transcribed ten minutes at a time
 CUT_SEARCH_SECONDS = 20  # a piece ends at the quietest moment of its last 20 s
-SHORT_AUDIO_SECONDS = 30  # one Whisper window: no VAD, no batching needed
 # The longest audio one request takes; set WHISPER_FT_MAX_AUDIO_HOURS to change it.
 MAX_AUDIO_SECONDS = float(os.environ.get("WHISPER_FT_MAX_AUDIO_HOURS", "6")) * 3600
 MAX_BEAM_SIZE = 10
 PROGRESS_STEP = 5.0  # percent of the audio between two progress lines in the logs
-SILENCE_PEAK = 1e-3  # -60 dBFS: audio quieter than this holds nothing to transcribe
 
 
 def language_code(language: str | None) -> str | None:
@@ -178,10 +176,10 @@ class Transcriber:
 
     def detect_language(self, path: str | os.PathLike, top: int = 5) -> list[tuple[str, float]]:
         """The `top` most likely languages of the speech in the first 30 s (after VAD)."""
-        audio = next(pieces(path, SHORT_AUDIO_SECONDS * 4))[1]
+        audio = next(pieces(path, CHUNK_LENGTH * 4))[1]
         if not self.multilingual:
             return [("en", 1.0)]
-        vad = audio.size > SHORT_AUDIO_SECONDS * SAMPLE_RATE
+        vad = audio.size > N_SAMPLES  # more than one window: let VAD find the speech
         _, _, probs = self.model.detect_language(audio, vad_filter=vad)
         return [(code, float(p)) for code, p in probs[:top]]
 
@@ -232,7 +230,7 @@ class Transcriber:
         seconds = audio.size / SAMPLE_RATE
         if not _audible(audio):
             return [], None
-        if s.batch_size == 1 or seconds <= SHORT_AUDIO_SECONDS:
+        if s.batch_size == 1 or seconds <= CHUNK_LENGTH:
             # One window, or sequential decoding asked for: Whisper's own long-form loop,
             # with timestamp tokens, conditioning on previous text and temperature fallback.
             found, info = self._sequential(audio, s)
@@ -241,9 +239,8 @@ class Transcriber:
             return [_clamp(segment, seconds) for segment in found], info
         # Long audio: windows of <=30 s cut at quiet moments (or by VAD when asked) decoded in
         # batches without timestamp tokens, then timed by word alignment and cut into
-        # subtitle-sized segments. Measured on real speech (bench/serving.py), this is about
-        # twice as fast as the sequential loop at a lower WER; timestamp tokens in batched
-        # mode and VAD-cut windows both cost WER there.
+        # subtitle-sized segments. Why this path, and not timestamp tokens in batched mode or
+        # VAD-cut windows: BENCHMARKS.md, "Serving".
         windows = None
         if not s.vad_filter:
             windows = [w for w in quiet_windows(audio) if _audible(audio, w)]
@@ -353,8 +350,8 @@ SKIP_SECONDS = 1.5  # a pause between two words, or one word, this long may hide
 MIN_WORDS_FOUND = 2  # a second reading replaces the first where it finds this many more words
 SPEECH_LEVEL = 0.3  # a span is read again when its RMS is at least this share of the audio's
 # A second reading must be confident: on a span of noise Whisper writes its stock phrases
-# ("Thanks for watching.") at a mean log-probability near -1.0, where the passages it had
-# skipped read at -0.55 or better (bench/serving.py and bench/subtitles.py recordings).
+# ("Thanks for watching.") at a lower mean log-probability than the passages it had skipped
+# (BENCHMARKS.md, "Subtitles").
 REREAD_MIN_LOGPROB = -0.8
 
 
@@ -413,7 +410,7 @@ def _clamp(segment: Segment, seconds: float) -> Segment:
 def _audible(audio: np.ndarray, window: dict | None = None) -> bool:
     if window is not None:
         audio = audio[int(window["start"] * SAMPLE_RATE) : int(window["end"] * SAMPLE_RATE)]
-    return audio.size > 0 and float(np.abs(audio).max()) >= SILENCE_PEAK
+    return audio.size > 0 and float(np.abs(audio).max()) >= QUIET_PEAK
 
 
 def _word(w) -> Word:
