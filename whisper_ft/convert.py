@@ -332,6 +332,17 @@ def _projection_is_tied(model: Ct2Model) -> bool:
     )
 
 
+def _layer(sd: _StateDictBuilder, stack: str, i: int) -> None:
+    """Layer i of the encoder or decoder: self-attention, (decoder) cross-attention, MLP."""
+    hf, ct2 = f"model.{stack}.layers.{i}", f"{stack}/layer_{i}"
+    sd.attention(f"{hf}.self_attn", f"{ct2}/self_attention", cross=False)
+    sd.layer_norm(f"{hf}.self_attn_layer_norm", f"{ct2}/self_attention/layer_norm")
+    if stack == "decoder":
+        sd.attention(f"{hf}.encoder_attn", f"{ct2}/attention", cross=True)
+        sd.layer_norm(f"{hf}.encoder_attn_layer_norm", f"{ct2}/attention/layer_norm")
+    sd.ffn(hf, f"{ct2}/ffn")
+
+
 def build_state_dict(model: Ct2Model, dims: Dimensions) -> tuple[dict[str, np.ndarray], bool]:
     """Map the CTranslate2 variables to ``WhisperForConditionalGeneration`` tensors.
 
@@ -343,21 +354,13 @@ def build_state_dict(model: Ct2Model, dims: Dimensions) -> tuple[dict[str, np.nd
     sd.linear("model.encoder.conv2", "encoder/conv2")
     sd.copy("model.encoder.embed_positions.weight", "encoder/position_encodings/encodings")
     for i in range(dims.encoder_layers):
-        hf, ct2 = f"model.encoder.layers.{i}", f"encoder/layer_{i}"
-        sd.attention(f"{hf}.self_attn", f"{ct2}/self_attention", cross=False)
-        sd.layer_norm(f"{hf}.self_attn_layer_norm", f"{ct2}/self_attention/layer_norm")
-        sd.ffn(hf, f"{ct2}/ffn")
+        _layer(sd, "encoder", i)
     sd.layer_norm("model.encoder.layer_norm", "encoder/layer_norm")
 
     sd.copy("model.decoder.embed_tokens.weight", "decoder/embeddings/weight")
     sd.copy("model.decoder.embed_positions.weight", "decoder/position_encodings/encodings")
     for i in range(dims.decoder_layers):
-        hf, ct2 = f"model.decoder.layers.{i}", f"decoder/layer_{i}"
-        sd.attention(f"{hf}.self_attn", f"{ct2}/self_attention", cross=False)
-        sd.layer_norm(f"{hf}.self_attn_layer_norm", f"{ct2}/self_attention/layer_norm")
-        sd.attention(f"{hf}.encoder_attn", f"{ct2}/attention", cross=True)
-        sd.layer_norm(f"{hf}.encoder_attn_layer_norm", f"{ct2}/attention/layer_norm")
-        sd.ffn(hf, f"{ct2}/ffn")
+        _layer(sd, "decoder", i)
     sd.layer_norm("model.decoder.layer_norm", "decoder/layer_norm")
 
     tied = _projection_is_tied(model)

@@ -110,31 +110,33 @@ def embedded_hf(name: str) -> Path:
 
 def ct2_model(spec: str | os.PathLike | None = None) -> Path:
     """Resolve a spec to a CTranslate2 model directory for serving."""
-    spec = str(spec or DEFAULT_MODEL)
-    if spec in EMBEDDED:
-        return embedded_ct2(spec)
-    path = _local_or_hub(spec)
-    if is_ct2_dir(path / "ct2"):  # a trained weights archive (or its unpacked folder)
-        return path / "ct2"
-    if is_ct2_dir(path):
-        return path
-    if is_hf_dir(path):
-        return prepared(_cache_dir(path) / "ct2", lambda out: hf_to_ct2(path, out))
-    raise ModelError(_not_a_model(spec))
+    return _resolve(spec, "ct2")
 
 
 def hf_model(spec: str | os.PathLike | None = None) -> Path:
     """Resolve a spec to a Hugging Face model directory for training."""
+    return _resolve(spec, "hf")
+
+
+# form -> (is a model in that form, the embedded model in it, (is the other form, convert))
+_FORMS = {
+    "ct2": (is_ct2_dir, embedded_ct2, (is_hf_dir, hf_to_ct2)),
+    "hf": (is_hf_dir, embedded_hf, (is_ct2_dir, convert_ct2_to_hf)),
+}
+
+
+def _resolve(spec: str | os.PathLike | None, form: str) -> Path:
+    is_form, embedded, (is_other, convert) = _FORMS[form]
     spec = str(spec or DEFAULT_MODEL)
     if spec in EMBEDDED:
-        return embedded_hf(spec)
+        return embedded(spec)
     path = _local_or_hub(spec)
-    if is_hf_dir(path / "hf"):  # a trained weights archive (or its unpacked folder)
-        return path / "hf"
-    if is_hf_dir(path):
+    if is_form(path / form):  # a trained weights archive (or its unpacked folder)
+        return path / form
+    if is_form(path):
         return path
-    if is_ct2_dir(path):
-        return prepared(_cache_dir(path) / "hf", lambda out: convert_ct2_to_hf(path, out))
+    if is_other(path):  # converted once, cached
+        return prepared(_cache_dir(path) / form, lambda out: convert(path, out))
     raise ModelError(_not_a_model(spec))
 
 
