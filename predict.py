@@ -4,9 +4,10 @@
     python -m whisper_ft predict -i audio=@clip.mp3 -i task=translate
     COG_PREDICT_TYPE_STUB=predict.py:Predictor python -m cog.server.http
 
-A thin adapter: inputs are declared here once, checked by `check_inputs` (a local Cog server
-without a built schema does not check them), mapped into `TranscribeSettings`, and passed to
-the package. The model is loaded once in `setup`.
+A thin adapter: the inputs that are settings are declared once, on `TranscribeSettings` and
+`CueRules` (whisper_ft/inputs.py); all are checked by `check_inputs` (a local Cog server
+without a built schema does not check them), mapped onto those settings and passed to the
+package. The model is loaded once in `setup`.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import logging
 import os
 import shutil
 import tempfile
+from dataclasses import replace
 from pathlib import Path as LocalPath
 
 from cog import BaseModel, BaseRunner, Input, Path
@@ -23,31 +25,13 @@ from cog import BaseModel, BaseRunner, Input, Path
 from whisper_ft import outputs
 from whisper_ft import weights as model_weights
 from whisper_ft.archive import served_vocabulary
-from whisper_ft.inputs import check_inputs, inputs_declared
+from whisper_ft.inputs import check_inputs, cog_input, inputs_declared, settings_from
+from whisper_ft.progress import configure_logging
 from whisper_ft.subtitles import CueRules
-from whisper_ft.transcribe import Transcriber, TranscribeSettings
+from whisper_ft.transcribe import Segment, Transcriber, TranscribeSettings
 from whisper_ft.vocabulary import as_hotwords
 
 logger = logging.getLogger(__name__)
-
-TASKS = ["transcribe", "translate", "detect_language", "dataset"]
-
-
-class WordOut(BaseModel):
-    start: float
-    end: float
-    word: str
-    probability: float
-
-
-class SegmentOut(BaseModel):
-    id: int
-    start: float
-    end: float
-    text: str
-    avg_logprob: float
-    no_speech_prob: float
-    words: list[WordOut] | None = None
 
 
 class LanguageOut(BaseModel):
@@ -60,7 +44,7 @@ class Output(BaseModel):
     language: str
     language_probability: float
     duration: float
-    segments: list[SegmentOut]
+    segments: list[Segment]
     detected_languages: list[LanguageOut] | None = None
     txt: Path | None = None
     srt: Path | None = None
@@ -73,8 +57,7 @@ class Predictor(BaseRunner):
     def setup(self, weights: Path | str | None = None) -> None:
         """Load the model: COG_WEIGHTS (a trained archive or directory), else the one named
         by WHISPER_FT_MODEL (`base`, `tiny.en`, a directory or a hub id), else `base`."""
-        logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-        logging.getLogger("faster_whisper").setLevel(logging.WARNING)
+        configure_logging()
         spec = str(weights) if weights else os.environ.get("WHISPER_FT_MODEL") or None
         self.model_dir = model_weights.ct2_model(spec)
         self.transcriber = Transcriber(self.model_dir)
@@ -95,7 +78,7 @@ class Predictor(BaseRunner):
         audio: Path = Input(description="Audio or video file (or URL) to transcribe"),
         task: str = Input(
             default="transcribe",
-            choices=TASKS,
+            choices=list(outputs.TASKS),
             description="transcribe; translate to English; detect_language; or dataset: "
             "a zip of <=30 s clips with .vtt transcripts, ready to correct and train on",
         ),
@@ -106,95 +89,52 @@ class Predictor(BaseRunner):
             default="txt,srt,vtt,json",
             description="Comma-separated files to return: any of txt, srt, vtt, json",
         ),
-        word_timestamps: bool = Input(default=False, description="Add per-word timings"),
-        vad_filter: bool = Input(
-            default=False,
-            description="Cut long audio where Silero VAD finds speech (skips long silence or "
-            "music) instead of at quiet moments",
-        ),
-        beam_size: int = Input(default=5, ge=1, le=10, description="Beam search width"),
-        temperature: float = Input(
-            default=0.0, ge=0.0, le=1.0, description="First sampling temperature"
-        ),
-        temperature_fallback: bool = Input(
-            default=True, description="Retry failed windows at higher temperatures"
-        ),
-        initial_prompt: str | None = Input(
-            default=None, max_length=1000, description="Text to prime spelling and style"
-        ),
-        hotwords: str | None = Input(
-            default=None, max_length=500, description="Words or names to favour"
-        ),
+        word_timestamps: bool = cog_input(TranscribeSettings, "word_timestamps"),
+        vad_filter: bool = cog_input(TranscribeSettings, "vad_filter"),
+        beam_size: int = cog_input(TranscribeSettings, "beam_size"),
+        temperature: float = cog_input(TranscribeSettings, "temperature"),
+        temperature_fallback: bool = cog_input(TranscribeSettings, "temperature_fallback"),
+        initial_prompt: str | None = cog_input(TranscribeSettings, "initial_prompt"),
+        hotwords: str | None = cog_input(TranscribeSettings, "hotwords"),
         use_vocabulary: bool = Input(
             default=False,
             description="A fine-tuned model: also read the words it was taught as hotwords in "
             "every window (when no hotwords are given); its weights spell them without this",
         ),
-        condition_on_previous_text: bool = Input(
-            default=True, description="Prompt each window with the text before it"
+        condition_on_previous_text: bool = cog_input(
+            TranscribeSettings, "condition_on_previous_text"
         ),
-        batch_size: int = Input(
-            default=8,
-            ge=1,
-            le=64,
-            description="30 s windows decoded together on long audio; 1: Whisper's sequential "
-            "loop (timestamp tokens, previous-text prompts, temperature fallback)",
-        ),
-        max_line_width: int = Input(
-            default=42,
-            ge=1,
-            le=200,
-            description="Subtitles: characters on a line (42: Netflix English; about 25 for "
-            "vertical video, with max_line_count=1)",
-        ),
-        max_line_count: int = Input(
-            default=2, ge=1, le=10, description="Subtitles: lines on screen at once"
-        ),
-        max_cue_seconds: float = Input(
-            default=7.0, ge=1.0, le=60.0, description="Subtitles: longest time a cue stays up"
-        ),
-        max_words_per_cue: int = Input(
-            default=0, ge=0, le=100, description="Subtitles: most words in a cue; 0: no limit"
-        ),
+        batch_size: int = cog_input(TranscribeSettings, "batch_size"),
+        max_line_width: int = cog_input(CueRules, "max_line_width"),
+        max_line_count: int = cog_input(CueRules, "max_line_count"),
+        max_cue_seconds: float = cog_input(CueRules, "max_cue_seconds"),
+        max_words_per_cue: int = cog_input(CueRules, "max_words_per_cue"),
         highlight_words: bool = Input(
             default=False,
             description="Subtitles: karaoke-style word timing (WebVTT timestamp tags before "
             "each word; in SRT one cue per word, that word underlined)",
         ),
-        no_speech_threshold: float = Input(default=0.6, ge=0.0, le=1.0),
-        compression_ratio_threshold: float = Input(default=2.4, ge=1.0, le=10.0),
-        log_prob_threshold: float = Input(default=-1.0, ge=-10.0, le=0.0),
+        no_speech_threshold: float = cog_input(TranscribeSettings, "no_speech_threshold"),
+        compression_ratio_threshold: float = cog_input(
+            TranscribeSettings, "compression_ratio_threshold"
+        ),
+        log_prob_threshold: float = cog_input(TranscribeSettings, "log_prob_threshold"),
     ) -> Output:
         args = check_inputs(Predictor.run, {k: v for k, v in locals().items() if k != "self"})
         formats = outputs.parse_formats(args["output_formats"])
-        settings = TranscribeSettings(
+        taught = as_hotwords(self.vocabulary) if args["use_vocabulary"] else None
+        settings = settings_from(
+            TranscribeSettings,
+            args,
             task="transcribe" if args["task"] == "dataset" else args["task"],
-            language=args["language"],
-            beam_size=args["beam_size"],
-            temperature=args["temperature"],
-            temperature_fallback=args["temperature_fallback"],
-            word_timestamps=args["word_timestamps"],
-            vad_filter=args["vad_filter"],
-            initial_prompt=args["initial_prompt"],
-            hotwords=args["hotwords"]
-            or (as_hotwords(self.vocabulary) if args["use_vocabulary"] else None),
-            condition_on_previous_text=args["condition_on_previous_text"],
-            batch_size=args["batch_size"],
-            no_speech_threshold=args["no_speech_threshold"],
-            compression_ratio_threshold=args["compression_ratio_threshold"],
-            log_prob_threshold=args["log_prob_threshold"],
+            hotwords=args["hotwords"] or taught,
         )
+        rules = settings_from(CueRules, args).validate()
         # Cog reads a prediction's files after run() returns, so each request's folder is
         # removed when the next one starts: at most one request's files are ever on disk.
         if self.out_dir is not None:
             shutil.rmtree(self.out_dir, ignore_errors=True)
         self.out_dir = LocalPath(tempfile.mkdtemp(prefix="whisper-ft-"))
-        rules = CueRules(
-            max_line_width=args["max_line_width"],
-            max_line_count=args["max_line_count"],
-            max_cue_seconds=args["max_cue_seconds"],
-            max_words_per_cue=args["max_words_per_cue"],
-        )
         result = outputs.run_task(
             self.transcriber,
             args["audio"],
@@ -202,30 +142,23 @@ class Predictor(BaseRunner):
             settings,
             formats,
             self.out_dir,
-            rules.validate(),
+            rules,
             args["highlight_words"],
         )
         return to_output(result)
 
 
+def rounded(segment: Segment) -> Segment:
+    """A segment with its times (and its words') to the millisecond, as returned."""
+    words = segment.words
+    if words is not None:
+        words = [replace(w, start=round(w.start, 3), end=round(w.end, 3)) for w in words]
+    return replace(segment, start=round(segment.start, 3), end=round(segment.end, 3), words=words)
+
+
 def to_output(result: outputs.Result) -> Output:
     t = result.transcript
-    segments = [
-        SegmentOut(
-            id=s.id,
-            start=round(s.start, 3),
-            end=round(s.end, 3),
-            text=s.text,
-            avg_logprob=s.avg_logprob,
-            no_speech_prob=s.no_speech_prob,
-            words=None
-            if s.words is None
-            else [
-                WordOut(round(w.start, 3), round(w.end, 3), w.word, w.probability) for w in s.words
-            ],
-        )
-        for s in t.segments
-    ]
+    segments = [rounded(s) for s in t.segments]
     languages = None
     if result.languages is not None:
         languages = [LanguageOut(code, p) for code, p in result.languages]

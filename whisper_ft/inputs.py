@@ -35,9 +35,11 @@ class InputError(ValueError):
     """An input value is wrong; the message names the input and what is allowed."""
 
 
-def setting(default: Any, *, help: str | None = None, ge=None, le=None, choices=None) -> Any:
+def setting(
+    default: Any, *, help: str | None = None, ge=None, le=None, choices=None, max_length=None
+) -> Any:
     """A settings dataclass field that is also an input: its default, help, bounds, choices."""
-    bounds = {"description": help, "ge": ge, "le": le, "choices": choices}
+    bounds = {"description": help, "ge": ge, "le": le, "choices": choices, "max_length": max_length}
     return dataclasses.field(default=default, metadata={"input": bounds})
 
 

@@ -20,6 +20,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from decimal import ROUND_HALF_UP, Decimal
 
+from whisper_ft.inputs import check_settings, setting
+
 __all__ = [
     "Cue",
     "SubtitleError",
@@ -529,23 +531,26 @@ def write_txt(cues: Sequence[Cue]) -> str:
 class CueRules:
     """What a readable cue is. Defaults: Netflix's English timed-text style guide."""
 
-    max_line_width: int = 42  # characters on a line
-    max_line_count: int = 2  # lines on screen at once
-    max_cue_seconds: float = 7.0  # longest time on screen
-    max_words_per_cue: int = 0  # 0: no limit
+    max_line_width: int = setting(
+        42,
+        ge=1,
+        le=200,
+        help="Subtitles: characters on a line (42: Netflix English; about 25 for vertical "
+        "video, with max_line_count=1)",
+    )
+    max_line_count: int = setting(2, ge=1, le=10, help="Subtitles: lines on screen at once")
+    max_cue_seconds: float = setting(
+        7.0, ge=1.0, le=60.0, help="Subtitles: longest time a cue stays up"
+    )
+    max_words_per_cue: int = setting(
+        0, ge=0, le=100, help="Subtitles: most words in a cue; 0: no limit"
+    )
     min_cue_seconds: float = 5 / 6  # shortest time on screen (20 frames), where speech allows
     max_chars_per_second: float = 20.0  # reading speed, spaces and punctuation counted
     gap_seconds: float = 2 / 24  # blank time between two cues (two frames)
 
     def validate(self) -> CueRules:
-        if not 1 <= self.max_line_width <= 200:
-            raise ValueError(f"max_line_width: {self.max_line_width} is outside 1..200")
-        if not 1 <= self.max_line_count <= 10:
-            raise ValueError(f"max_line_count: {self.max_line_count} is outside 1..10")
-        if not 1.0 <= self.max_cue_seconds <= 60.0:
-            raise ValueError(f"max_cue_seconds: {self.max_cue_seconds} is outside 1..60")
-        if not 0 <= self.max_words_per_cue <= 100:
-            raise ValueError(f"max_words_per_cue: {self.max_words_per_cue} is outside 0..100")
+        check_settings(self)
         return self
 
     @property

@@ -16,9 +16,11 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
+from cog import BaseModel
 
 from whisper_ft import progress
 from whisper_ft.audio import CHUNK_LENGTH, N_SAMPLES, QUIET_PEAK, SAMPLE_RATE, stream_audio
+from whisper_ft.inputs import check_settings, setting
 from whisper_ft.subtitles import NETFLIX_ENGLISH, TimedWord, group_words
 
 logger = logging.getLogger(__name__)
@@ -54,20 +56,35 @@ def language_code(language: str | None) -> str | None:
 class TranscribeSettings:
     task: str = "transcribe"  # transcribe, or translate into English
     language: str | None = None  # a Whisper language code; None detects it
-    beam_size: int = 5  # beams for the first (temperature 0) decoding
-    temperature: float = 0.0  # first temperature; higher ones follow when decoding fails
-    temperature_fallback: bool = True  # retry at 0.2, 0.4 ... when a window looks wrong
-    word_timestamps: bool = False  # add per-word start/end/probability
-    vad_filter: bool = False  # cut long audio by Silero VAD instead of at quiet moments
-    initial_prompt: str | None = None  # text that primes the first window (spellings, style)
-    hotwords: str | None = None  # words to favour, given as a prompt to every window
-    condition_on_previous_text: bool = True  # prompt each window with the previous text
-    batch_size: int = 8  # windows decoded together on long audio; 1 = sequential
-    no_speech_threshold: float = (
-        0.6  # a window above this no-speech prob. (and low logprob) is silent
+    beam_size: int = setting(5, ge=1, le=MAX_BEAM_SIZE, help="Beam search width")
+    temperature: float = setting(0.0, ge=0.0, le=1.0, help="First sampling temperature")
+    temperature_fallback: bool = setting(True, help="Retry failed windows at higher temperatures")
+    word_timestamps: bool = setting(False, help="Add per-word timings")
+    vad_filter: bool = setting(
+        False,
+        help="Cut long audio where Silero VAD finds speech (skips long silence or music) "
+        "instead of at quiet moments",
     )
-    compression_ratio_threshold: float = 2.4  # above this gzip ratio a window is a repetition loop
-    log_prob_threshold: float = -1.0  # below this average log-probability decoding is retried
+    initial_prompt: str | None = setting(
+        None, max_length=1000, help="Text to prime spelling and style"
+    )
+    hotwords: str | None = setting(None, max_length=500, help="Words or names to favour")
+    condition_on_previous_text: bool = setting(
+        True, help="Prompt each window with the text before it"
+    )
+    batch_size: int = setting(
+        8,
+        ge=1,
+        le=64,
+        help="30 s windows decoded together on long audio; 1: Whisper's sequential loop "
+        "(timestamp tokens, previous-text prompts, temperature fallback)",
+    )
+    # A window above this no-speech probability (and with a low log-probability) is silent.
+    no_speech_threshold: float = setting(0.6, ge=0.0, le=1.0)
+    # Above this gzip ratio a window is a repetition loop.
+    compression_ratio_threshold: float = setting(2.4, ge=1.0, le=10.0)
+    # Below this average log-probability decoding is retried.
+    log_prob_threshold: float = setting(-1.0, ge=-10.0, le=0.0)
 
     def validate(self, *, multilingual: bool) -> TranscribeSettings:
         """Check every field; return the settings with the language code normalised."""
@@ -84,20 +101,7 @@ class TranscribeSettings:
                 f"language: this model is English-only and cannot transcribe {language!r}; "
                 "use a multilingual model such as `base`"
             )
-        if not 1 <= self.beam_size <= MAX_BEAM_SIZE:
-            raise ValueError(f"beam_size: {self.beam_size} is outside 1..{MAX_BEAM_SIZE}")
-        if not 0.0 <= self.temperature <= 1.0:
-            raise ValueError(f"temperature: {self.temperature} is outside 0..1")
-        if not 1 <= self.batch_size <= 64:
-            raise ValueError(f"batch_size: {self.batch_size} is outside 1..64")
-        if not 0.0 <= self.no_speech_threshold <= 1.0:
-            raise ValueError(f"no_speech_threshold: {self.no_speech_threshold} is outside 0..1")
-        if not 1.0 <= self.compression_ratio_threshold <= 10.0:
-            raise ValueError(
-                f"compression_ratio_threshold: {self.compression_ratio_threshold} is outside 1..10"
-            )
-        if not -10.0 <= self.log_prob_threshold <= 0.0:
-            raise ValueError(f"log_prob_threshold: {self.log_prob_threshold} is outside -10..0")
+        check_settings(self)
         return replace(self, language=language)
 
     @property
@@ -107,16 +111,15 @@ class TranscribeSettings:
         return (self.temperature, *(t for t in FALLBACK_TEMPERATURES if t > self.temperature))
 
 
-@dataclass(frozen=True)
-class Word:
+# Words and segments are Cog output types too: predict.py returns them as they are.
+class Word(BaseModel, frozen=True):
     start: float
     end: float
     word: str
     probability: float
 
 
-@dataclass(frozen=True)
-class Segment:
+class Segment(BaseModel, frozen=True):
     id: int
     start: float
     end: float
