@@ -171,10 +171,10 @@ def test_silence_gives_no_text(tiny, tmp_path):
 
 
 def test_segment_times_are_kept_inside_the_audio():
-    from whisper_ft.transcribe import Segment, _clamp
+    from whisper_ft.transcribe import Segment, clamp_segment
 
     segment = Segment(0, 0.0, 4.0, "Nobody expected it.", -0.2, 0.01, [word(" it.", 3.2, 4.0)])
-    clamped = _clamp(segment, 3.51)
+    clamped = clamp_segment(segment, 3.51)
     assert (clamped.start, clamped.end) == (0.0, 3.51)
     assert clamped.words[0].end == 3.51
 

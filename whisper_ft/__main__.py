@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import importlib.util
 import json
 import logging
 import os
@@ -23,19 +22,15 @@ import sys
 from pathlib import Path
 
 from whisper_ft import progress
-from whisper_ft.inputs import InputError, check_inputs, declared_inputs, parse_cli_value
+from whisper_ft.inputs import (
+    InputError,
+    check_inputs,
+    declared_inputs,
+    load_entry,
+    parse_cli_value,
+)
 
-ROOT = Path(__file__).resolve().parent.parent
 logger = logging.getLogger("whisper_ft")
-
-
-def load_entry(filename: str, name: str):
-    """Load `name` from predict.py or train.py at the project root, as Cog does."""
-    spec = importlib.util.spec_from_file_location(Path(filename).stem, ROOT / filename)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return getattr(module, name)
 
 
 def parse_inputs(fn, pairs: list[str]) -> dict:

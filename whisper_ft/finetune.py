@@ -772,7 +772,11 @@ def log_step(run: Run) -> None:
     position = run.position
     per_step = (time.monotonic() - run.started) / (position.step - run.first_step)
     eta = per_step * (run.total_steps - position.step)
-    logger.info(
+    if not run.main:
+        return
+    progress.report(
+        logger,
+        "step",
         "step %d/%d  epoch %d  loss %.4f  lr %.2e  %.1f s/step  ETA %.0f s",
         position.step,
         run.total_steps,
@@ -781,9 +785,6 @@ def log_step(run: Run) -> None:
         run.scheduler.get_last_lr()[0],
         per_step,
         eta,
-    )
-    run.emit(
-        "step",
         step=position.step,
         steps=run.total_steps,
         epoch=position.epoch,

@@ -16,8 +16,10 @@ strings into the declared types, the same way `cog predict -i` does.
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import inspect
 import re
+import sys
 import types
 import typing
 from collections.abc import Callable
@@ -80,6 +82,18 @@ def settings_from(settings_class: type, args: dict[str, Any], prefix: str = "", 
             value = tuple(item.strip() for item in value.split(",") if item.strip())
         values[f.name] = value
     return settings_class(**values)
+
+
+ROOT = Path(__file__).resolve().parent.parent  # the project: predict.py and train.py
+
+
+def load_entry(filename: str, name: str):
+    """Load `name` from predict.py or train.py at the project root, as Cog does."""
+    spec = importlib.util.spec_from_file_location(Path(filename).stem, ROOT / filename)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return getattr(module, name)
 
 
 def inputs_declared(fn: Callable) -> Callable:

@@ -25,7 +25,15 @@ ENV = "WHISPER_FT_PROGRESS"
 ERROR_FILE_ENV = "WHISPER_FT_ERROR_FILE"  # where a failed command line also writes its error
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
-__all__ = ["ENV", "ERROR_FILE_ENV", "LOG_FORMAT", "configure_logging", "emit", "report_error"]
+__all__ = [
+    "ENV",
+    "ERROR_FILE_ENV",
+    "LOG_FORMAT",
+    "configure_logging",
+    "emit",
+    "report",
+    "report_error",
+]
 
 
 def configure_logging(level: int = logging.INFO) -> None:
@@ -43,6 +51,12 @@ def emit(event: str, **fields) -> None:
     line = json.dumps({"event": event, "time": round(time.time(), 3), **fields}, default=str)
     with open(path, "a", encoding="utf-8") as f:
         f.write(line + "\n")
+
+
+def report(log: logging.Logger, event: str, message: str, *args, **fields) -> None:
+    """Progress said both ways: `message % args` to the log, `fields` as an `event`."""
+    log.info(message, *args)
+    emit(event, **fields)
 
 
 def report_error(message: str) -> None:

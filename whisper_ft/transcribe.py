@@ -213,13 +213,16 @@ class Transcriber:
                 done = 100.0 * (offset + segment.end) / total if total else 0.0
                 if total and done - logged >= PROGRESS_STEP:  # every 5%, not every segment
                     logged = done
-                    logger.info(
+                    progress.report(
+                        logger,
+                        "transcribe",
                         "transcribed %.0f%% (%.1f s of %.1f s)",
                         min(done, 100.0),
                         offset + segment.end,
                         total,
+                        done=round(offset + segment.end, 1),
+                        total=total,
                     )
-                    progress.emit("transcribe", done=round(offset + segment.end, 1), total=total)
             duration = offset + audio.size / SAMPLE_RATE
             progress.emit("transcribe", done=round(duration, 1), total=total or duration)
             if on_piece is not None:
@@ -239,7 +242,7 @@ class Transcriber:
             found, info = self._sequential(audio, s)
             found = [replace(segment, id=first_id + i) for i, segment in enumerate(found)]
             # A timestamp token may point past the end of the audio: keep times inside it.
-            return [_clamp(segment, seconds) for segment in found], info
+            return [clamp_segment(segment, seconds) for segment in found], info
         # Long audio: windows of <=30 s cut at quiet moments (or by VAD when asked) decoded in
         # batches without timestamp tokens, then timed by word alignment and cut into
         # subtitle-sized segments. Why this path, and not timestamp tokens in batched mode or
@@ -402,7 +405,8 @@ def quiet_windows(audio: np.ndarray) -> list[dict]:
     return windows
 
 
-def _clamp(segment: Segment, seconds: float) -> Segment:
+def clamp_segment(segment: Segment, seconds: float) -> Segment:
+    """The segment (and its words) kept inside the first `seconds` of the audio."""
     words = segment.words
     if words is not None:
         words = [replace(w, start=min(w.start, seconds), end=min(w.end, seconds)) for w in words]

@@ -30,7 +30,13 @@ from pathlib import Path
 
 from whisper_ft.archive import open_archive
 from whisper_ft.audio import AudioError
-from whisper_ft.inputs import InputError, check_inputs, declared_inputs, parse_cli_value
+from whisper_ft.inputs import (
+    InputError,
+    check_inputs,
+    declared_inputs,
+    load_entry,
+    parse_cli_value,
+)
 from whisper_ft.outputs import safe_stem, transcript_cues
 from whisper_ft.studio.jobs import Job, Jobs
 from whisper_ft.studio.store import Store, StudioError, write_json
@@ -78,8 +84,6 @@ class Studio:
     @property
     def train_fn(self):
         if self._train_fn is None:
-            from whisper_ft.__main__ import load_entry
-
             self._train_fn = load_entry("train.py", "train")
         return self._train_fn
 
