@@ -22,6 +22,10 @@ logger = logging.getLogger(__name__)
 SAMPLE_RATE = 16000  # Whisper's input rate, in Hz
 CHUNK_LENGTH = 30  # seconds of audio in one Whisper window
 N_SAMPLES = CHUNK_LENGTH * SAMPLE_RATE  # 480000 samples in a 30-second window
+N_FFT = 400  # the log-Mel spectrogram's window, in samples
+HOP_LENGTH = 160  # ... and its step: 10 ms
+TIME_PRECISION = 0.02  # seconds per timestamp token (<|0.00|>, <|0.02|>, ... <|30.00|>)
+MULTILINGUAL_VOCAB = 51865  # openai/whisper: a vocabulary this large or larger is multilingual
 
 # Two silence levels, for two decisions (peak sample amplitude, full scale 1.0):
 SILENT_PEAK = 1e-4  # about -80 dBFS: no sound at all, a training recording to reject

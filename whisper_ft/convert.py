@@ -47,7 +47,14 @@ from typing import BinaryIO
 
 import numpy as np
 
-from whisper_ft.audio import CHUNK_LENGTH, SAMPLE_RATE
+from whisper_ft.audio import (
+    CHUNK_LENGTH,
+    HOP_LENGTH,
+    MULTILINGUAL_VOCAB,
+    N_FFT,
+    SAMPLE_RATE,
+    TIME_PRECISION,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -71,9 +78,6 @@ _FLOAT_TYPES = (_FLOAT32, _FLOAT16, _BFLOAT16)
 
 _CT2_GELU = 3  # common_spec.Activation.GELU
 
-# Same values as openai/whisper and the Hugging Face checkpoints.
-N_FFT = 400
-HOP_LENGTH = 160
 MAX_INITIAL_TIMESTAMP_INDEX = 50  # openai: max_initial_timestamp=1.0 s / 0.02 s per token
 
 _TOKENIZER_FILE = "tokenizer.json"
@@ -453,7 +457,7 @@ def build_tokenizer(ct2_dir: Path, tokenizer_json: dict, dims: Dimensions, speci
     # as on the hub: decode() strips them unless asked to keep them).
     n_timestamps = dims.vocab_size - len(tokenizer)
     timestamps = [
-        AddedToken(f"<|{i * 0.02:.2f}|>", special=False, normalized=False)
+        AddedToken(f"<|{i * TIME_PRECISION:.2f}|>", special=False, normalized=False)
         for i in range(n_timestamps)
     ]
     tokenizer.add_tokens(timestamps)
@@ -462,7 +466,7 @@ def build_tokenizer(ct2_dir: Path, tokenizer_json: dict, dims: Dimensions, speci
 
 
 def _is_multilingual(dims: Dimensions) -> bool:
-    return dims.vocab_size >= 51865  # openai/whisper: Tokenizer(multilingual=n_vocab >= 51865)
+    return dims.vocab_size >= MULTILINGUAL_VOCAB
 
 
 def build_model_config(dims: Dimensions, special: SpecialTokens, ct2_config: dict):

@@ -39,7 +39,7 @@ import numpy as np
 import torch
 
 from whisper_ft import progress
-from whisper_ft.audio import N_SAMPLES, SAMPLE_RATE
+from whisper_ft.audio import MULTILINGUAL_VOCAB, N_SAMPLES, SAMPLE_RATE, TIME_PRECISION
 from whisper_ft.dataset import Dataset, Example, samples, sentences
 from whisper_ft.inputs import check_settings, setting
 from whisper_ft.transcribe import TASKS
@@ -48,7 +48,6 @@ from whisper_ft.wer import word_error_rate
 
 logger = logging.getLogger(__name__)
 
-TIME_PRECISION = 0.02  # seconds per Whisper timestamp token
 MAX_LABEL_TOKENS = 448  # Whisper decoder's context
 
 
@@ -261,7 +260,7 @@ class Collator:
 
 def is_multilingual(model) -> bool:
     """openai/whisper's rule: English-only models have 51864 tokens, multilingual ones more."""
-    return model.config.vocab_size >= 51865
+    return model.config.vocab_size >= MULTILINGUAL_VOCAB
 
 
 @torch.no_grad()
