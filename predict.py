@@ -25,7 +25,7 @@ from cog import BaseModel, BaseRunner, Input, Path
 from whisper_ft import outputs
 from whisper_ft import weights as model_weights
 from whisper_ft.archive import served_vocabulary
-from whisper_ft.inputs import check_inputs, cog_input, inputs_declared, settings_from
+from whisper_ft.inputs import check_inputs, inputs_declared, settings_from
 from whisper_ft.progress import configure_logging
 from whisper_ft.subtitles import CueRules
 from whisper_ft.transcribe import Segment, Transcriber, TranscribeSettings
@@ -72,13 +72,13 @@ class Predictor(BaseRunner):
         self.out_dir: LocalPath | None = None
         atexit.register(lambda: self.out_dir and shutil.rmtree(self.out_dir, ignore_errors=True))
 
-    @inputs_declared
+    @inputs_declared(TranscribeSettings, CueRules)
     def run(
         self,
         audio: Path = Input(description="Audio or video file (or URL) to transcribe"),
         task: str = Input(
             default="transcribe",
-            choices=list(outputs.TASKS),
+            choices=["transcribe", "translate", "detect_language", "dataset"],
             description="transcribe; translate to English; detect_language; or dataset: "
             "a zip of <=30 s clips with .vtt transcripts, ready to correct and train on",
         ),
@@ -89,36 +89,64 @@ class Predictor(BaseRunner):
             default="txt,srt,vtt,json",
             description="Comma-separated files to return: any of txt, srt, vtt, json",
         ),
-        word_timestamps: bool = cog_input(TranscribeSettings, "word_timestamps"),
-        vad_filter: bool = cog_input(TranscribeSettings, "vad_filter"),
-        beam_size: int = cog_input(TranscribeSettings, "beam_size"),
-        temperature: float = cog_input(TranscribeSettings, "temperature"),
-        temperature_fallback: bool = cog_input(TranscribeSettings, "temperature_fallback"),
-        initial_prompt: str | None = cog_input(TranscribeSettings, "initial_prompt"),
-        hotwords: str | None = cog_input(TranscribeSettings, "hotwords"),
+        word_timestamps: bool = Input(default=False, description="Add per-word timings"),
+        vad_filter: bool = Input(
+            default=False,
+            description="Cut long audio where Silero VAD finds speech (skips long silence or "
+            "music) instead of at quiet moments",
+        ),
+        beam_size: int = Input(default=5, ge=1, le=10, description="Beam search width"),
+        temperature: float = Input(
+            default=0.0, ge=0.0, le=1.0, description="First sampling temperature"
+        ),
+        temperature_fallback: bool = Input(
+            default=True, description="Retry failed windows at higher temperatures"
+        ),
+        initial_prompt: str | None = Input(
+            default=None, max_length=1000, description="Text to prime spelling and style"
+        ),
+        hotwords: str | None = Input(
+            default=None, max_length=500, description="Words or names to favour"
+        ),
         use_vocabulary: bool = Input(
             default=False,
             description="A fine-tuned model: also read the words it was taught as hotwords in "
             "every window (when no hotwords are given); its weights spell them without this",
         ),
-        condition_on_previous_text: bool = cog_input(
-            TranscribeSettings, "condition_on_previous_text"
+        condition_on_previous_text: bool = Input(
+            default=True, description="Prompt each window with the text before it"
         ),
-        batch_size: int = cog_input(TranscribeSettings, "batch_size"),
-        max_line_width: int = cog_input(CueRules, "max_line_width"),
-        max_line_count: int = cog_input(CueRules, "max_line_count"),
-        max_cue_seconds: float = cog_input(CueRules, "max_cue_seconds"),
-        max_words_per_cue: int = cog_input(CueRules, "max_words_per_cue"),
+        batch_size: int = Input(
+            default=8,
+            ge=1,
+            le=64,
+            description="30 s windows decoded together on long audio; 1: Whisper's sequential "
+            "loop (timestamp tokens, previous-text prompts, temperature fallback)",
+        ),
+        max_line_width: int = Input(
+            default=42,
+            ge=1,
+            le=200,
+            description="Subtitles: characters on a line (42: Netflix English; about 25 for "
+            "vertical video, with max_line_count=1)",
+        ),
+        max_line_count: int = Input(
+            default=2, ge=1, le=10, description="Subtitles: lines on screen at once"
+        ),
+        max_cue_seconds: float = Input(
+            default=7.0, ge=1.0, le=60.0, description="Subtitles: longest time a cue stays up"
+        ),
+        max_words_per_cue: int = Input(
+            default=0, ge=0, le=100, description="Subtitles: most words in a cue; 0: no limit"
+        ),
         highlight_words: bool = Input(
             default=False,
             description="Subtitles: karaoke-style word timing (WebVTT timestamp tags before "
             "each word; in SRT one cue per word, that word underlined)",
         ),
-        no_speech_threshold: float = cog_input(TranscribeSettings, "no_speech_threshold"),
-        compression_ratio_threshold: float = cog_input(
-            TranscribeSettings, "compression_ratio_threshold"
-        ),
-        log_prob_threshold: float = cog_input(TranscribeSettings, "log_prob_threshold"),
+        no_speech_threshold: float = Input(default=0.6, ge=0.0, le=1.0),
+        compression_ratio_threshold: float = Input(default=2.4, ge=1.0, le=10.0),
+        log_prob_threshold: float = Input(default=-1.0, ge=-10.0, le=0.0),
     ) -> Output:
         args = check_inputs(Predictor.run, {k: v for k, v in locals().items() if k != "self"})
         formats = outputs.parse_formats(args["output_formats"])

@@ -26,13 +26,12 @@ from whisper_ft import progress, runstate
 from whisper_ft.archive import Manifest, write_archive
 from whisper_ft.dataset import Dataset, DatasetError, DatasetLimits, fetch_zip, load_dataset
 from whisper_ft.finetune import LoraSettings, RunFiles, TrainSettings, finetune, processes
-from whisper_ft.inputs import check_inputs, cog_input, inputs_declared, settings_from
+from whisper_ft.inputs import check_inputs, inputs_declared, settings_from
 from whisper_ft.transcribe import language_code
 from whisper_ft.weights import hf_model
 
 logger = logging.getLogger(__name__)
 _last_work: LocalPath | None = None  # the previous training's folder (its archive)
-LIMITS = DatasetLimits()
 PROCESSES_ENV = "WHISPER_FT_TRAIN_PROCESSES"  # processes for one training (default: GPUs)
 
 
@@ -40,7 +39,7 @@ class TrainingOutput(BaseModel):
     weights: Path
 
 
-@inputs_declared
+@inputs_declared(TrainSettings, (LoraSettings, "lora_"))
 def train(
     train_data: Path = Input(description="Zip of audio files with matching .vtt/.srt files"),
     more_train_data: str = Input(
@@ -61,44 +60,90 @@ def train(
         description="base, tiny.en, a Hugging Face id, or a weights archive URL to continue from",
     ),
     language: str = Input(default="auto", description="Language of the speech (auto: detect)"),
-    task: str = cog_input(TrainSettings, "task"),
-    num_train_epochs: float = cog_input(TrainSettings, "num_train_epochs"),
-    max_steps: int = cog_input(TrainSettings, "max_steps"),
-    learning_rate: float = cog_input(TrainSettings, "learning_rate"),
-    batch_size: int = cog_input(TrainSettings, "batch_size"),
-    gradient_accumulation: int = cog_input(TrainSettings, "gradient_accumulation"),
-    lora_rank: int = cog_input(LoraSettings, "rank"),
-    lora_alpha: int = cog_input(LoraSettings, "alpha"),
-    lora_dropout: float = cog_input(LoraSettings, "dropout"),
-    target_modules: str = cog_input(LoraSettings, "target_modules"),
-    lora_layers: str = cog_input(LoraSettings, "layers"),
-    timestamp_fraction: float = cog_input(TrainSettings, "timestamp_fraction"),
-    sentences: bool = cog_input(TrainSettings, "sentences"),
-    speed_perturbation: float = cog_input(TrainSettings, "speed_perturbation"),
-    vocabulary: str = cog_input(TrainSettings, "vocabulary"),
-    learn_vocabulary: bool = cog_input(TrainSettings, "learn_vocabulary"),
+    task: str = Input(default="transcribe", choices=["transcribe", "translate"]),
+    num_train_epochs: float = Input(
+        default=5.0, ge=0.1, le=100.0, description="Passes over the training examples"
+    ),
+    max_steps: int = Input(
+        default=0, ge=0, le=100000, description="Optimizer steps; 0: use num_train_epochs"
+    ),
+    learning_rate: float = Input(
+        default=5e-4,
+        ge=1e-6,
+        le=0.1,
+        description="Peak LoRA learning rate (linear warm-up, linear decay)",
+    ),
+    batch_size: int = Input(default=8, ge=1, le=256, description="Examples per forward pass"),
+    gradient_accumulation: int = Input(default=1, ge=1, le=256),
+    lora_rank: int = Input(default=32, ge=1, le=256, description="LoRA rank r"),
+    lora_alpha: int = Input(
+        default=64, ge=1, le=1024, description="LoRA scaling: updates times alpha / rank"
+    ),
+    lora_dropout: float = Input(
+        default=0.05, ge=0.0, le=0.9, description="Dropout on the LoRA input"
+    ),
+    target_modules: str = Input(
+        default="q_proj,v_proj",
+        description="Comma-separated: q_proj,k_proj,v_proj,out_proj,fc1,fc2",
+    ),
+    lora_layers: str = Input(
+        default="all",
+        choices=["acoustic", "all", "decoder", "encoder"],
+        description="Layers LoRA adapts (all: the encoder and the decoder, which spells new "
+        "words; acoustic: the encoder and the decoder's cross-attention only)",
+    ),
+    timestamp_fraction: float = Input(
+        default=0.5,
+        ge=0.0,
+        le=1.0,
+        description="Share of examples trained with timestamps",
+    ),
+    sentences: bool = Input(
+        default=True,
+        description="Train on each cue as an example of its own (many short examples, which "
+        "put new words into the weights); false: on windows of up to 30 s",
+    ),
+    speed_perturbation: float = Input(
+        default=0.15,
+        ge=0.0,
+        le=0.3,
+        description="Play windows at 1 - x, 1 or 1 + x times their speed (0: off)",
+    ),
+    vocabulary: str = Input(
+        default="",
+        description="Comma-separated words or names the run teaches, listed in the weights' "
+        "manifest (a request reads them as hotwords with use_vocabulary); the words the base "
+        "model missed in your transcripts are added automatically",
+    ),
+    learn_vocabulary: bool = Input(
+        default=True,
+        description="Find the words the base model missed in your transcripts and list them "
+        "in the manifest with the given vocabulary",
+    ),
     validation_fraction: float = Input(default=0.1, ge=0.0, le=0.5),
     skip_bad_files: bool = Input(
         default=False, description="Skip unpaired or broken files with a warning instead of failing"
     ),
     save_adapter: bool = Input(default=False, description="Also include the LoRA adapter alone"),
     max_dataset_hours: float = Input(
-        default=LIMITS.max_total_seconds / 3600,
+        default=100.0,
         ge=0.01,
         le=10000.0,
         description="Most audio in all the training zips together, in hours (decoded samples "
         "take about 230 MB of disk an hour while training)",
     ),
     max_recording_hours: float = Input(
-        default=LIMITS.max_recording_seconds / 3600, ge=0.01, le=100.0
+        default=4.0, ge=0.01, le=100.0, description="Longest recording, in hours"
     ),
     max_unpacked_gb: float = Input(
-        default=LIMITS.max_unpacked_bytes / 1024**3,
+        default=20.0,
         ge=0.01,
         le=10000.0,
         description="Most bytes a zip may unpack to (and a downloaded zip may have), in GiB",
     ),
-    max_files: int = Input(default=LIMITS.max_files, ge=1, le=10_000_000),
+    max_files: int = Input(
+        default=50000, ge=1, le=10000000, description="Most files in a training zip"
+    ),
     state_dir: str = Input(
         default="",
         description="Folder to keep the run state in (LoRA weights, optimizer, schedule, data "
@@ -111,7 +156,7 @@ def train(
         "and settings: continue it to the result it would have reached (its state goes on "
         "being saved there unless state_dir names another folder)",
     ),
-    seed: int = cog_input(TrainSettings, "seed"),
+    seed: int = Input(default=0, ge=0, le=2147483647),
 ) -> TrainingOutput:
     args = check_inputs(train, dict(locals()))
     # Started by `accelerate launch` or `torchrun`, every process trains; only the main one

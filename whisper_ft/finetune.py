@@ -62,18 +62,11 @@ LORA_MODULES = ("q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2")
 class LoraSettings:
     """The adapter. Each field is also a training input (`lora_` + its name, or its name)."""
 
-    rank: int = setting(32, ge=1, le=256, help="LoRA rank r")
-    alpha: int = setting(64, ge=1, le=1024, help="LoRA scaling numerator (alpha / rank)")
-    dropout: float = setting(0.05, ge=0.0, le=0.9, help="Dropout on the LoRA input")
-    target_modules: tuple[str, ...] = setting(
-        ("q_proj", "v_proj"), help="Comma-separated: " + ",".join(LORA_MODULES)
-    )
-    layers: str = setting(
-        "all",
-        choices=list(LORA_LAYERS),
-        help="Layers LoRA adapts (all: the encoder and the decoder, which spells new "
-        "words; acoustic: the encoder and the decoder's cross-attention only)",
-    )
+    rank: int = setting(32, ge=1, le=256)  # LoRA rank r
+    alpha: int = setting(64, ge=1, le=1024)  # updates are scaled by alpha / rank
+    dropout: float = setting(0.05, ge=0.0, le=0.9)  # dropout on the LoRA input
+    target_modules: tuple[str, ...] = setting(("q_proj", "v_proj"))  # of LORA_MODULES
+    layers: str = setting("all", choices=list(LORA_LAYERS))  # which layers: see LORA_LAYERS
 
     def validate(self) -> LoraSettings:
         check_settings(self)
@@ -99,43 +92,23 @@ class LoraSettings:
 @dataclass(frozen=True)
 class TrainSettings:
     """The recipe (chosen by bench/finetune.py, BENCHMARKS.md). The fields declared with
-    `setting` are also training inputs of the same name."""
+    `setting` are also training inputs of the same name (train.py)."""
 
     language: str | None = None  # language code of the speech; None: detect it on the data
     task: str = setting("transcribe", choices=list(TASKS))  # translate: English labels
-    num_train_epochs: float = setting(5.0, ge=0.1, le=100.0, help="Passes over the examples")
-    max_steps: int = setting(0, ge=0, le=100000, help="0: use num_train_epochs")
-    learning_rate: float = setting(
-        5e-4, ge=1e-6, le=0.1, help="Peak LoRA learning rate (linear warm-up, linear decay)"
-    )
-    batch_size: int = setting(8, ge=1, le=256, help="Examples per forward pass")
-    gradient_accumulation: int = setting(1, ge=1, le=256, help="Forward passes per step")
-    timestamp_fraction: float = setting(
-        0.5, ge=0.0, le=1.0, help="Share of examples trained with timestamps"
-    )
-    sentences: bool = setting(
-        True,
-        help="Train on each cue as an example of its own (many short examples, which put new "
-        "words into the weights); false: on windows of up to 30 s",
-    )
-    speed_perturbation: float = setting(
-        0.15,
-        ge=0.0,
-        le=0.3,
-        help="Play windows at 1 - x, 1 or 1 + x times their speed (0: off)",
-    )
-    vocabulary: tuple[str, ...] = setting(
-        (),
-        help="Comma-separated words or names the run teaches, listed in the weights' manifest "
-        "(a request reads them as hotwords with use_vocabulary); the words the base model "
-        "missed in your transcripts are added automatically",
-    )
-    learn_vocabulary: bool = setting(
-        True,
-        help="Find the words the base model missed in your transcripts and list them in the "
-        "manifest with the given vocabulary",
-    )
-    seed: int = setting(0, ge=0, le=2**31 - 1)
+    num_train_epochs: float = setting(5.0, ge=0.1, le=100.0)  # passes over the examples
+    max_steps: int = setting(0, ge=0, le=100000)  # optimizer steps; 0: use num_train_epochs
+    learning_rate: float = setting(5e-4, ge=1e-6, le=0.1)  # peak (linear warm-up and decay)
+    batch_size: int = setting(8, ge=1, le=256)  # examples per forward pass
+    gradient_accumulation: int = setting(1, ge=1, le=256)  # forward passes per optimizer step
+    timestamp_fraction: float = setting(0.5, ge=0.0, le=1.0)  # examples with timestamp tokens
+    # Train on each cue as a short example of its own (True), or on windows of up to 30 s
+    # holding several cues: many short examples put new words into the weights.
+    sentences: bool = setting(True)
+    speed_perturbation: float = setting(0.15, ge=0.0, le=0.3)  # 1 -/+ this speed, a third each
+    vocabulary: tuple[str, ...] = setting(())  # words the run teaches, besides those found
+    learn_vocabulary: bool = setting(True)  # find the words the base model missed
+    seed: int = setting(0, ge=0, le=2147483647)
     warmup_fraction: float = 0.1  # share of the steps spent warming up
     eval_batch_size: int = 8
 

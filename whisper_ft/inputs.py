@@ -1,11 +1,16 @@
-"""Each input declared once: its default, bounds, choices and help.
+"""Inputs: each setting's default, bounds and choices have one owner, its settings field.
 
 A setting that a request or a training takes is a field of a settings dataclass
-(`TranscribeSettings`, `CueRules`, `TrainSettings`, `LoraSettings`) declared with `setting(...)`.
-That one declaration gives Cog's `Input(...)` in `predict.py` and `train.py` (`cog_input`), the
-settings' own check when they are built in Python (`check_settings`), and the mapping of a
-request's inputs onto the settings (`settings_from`). Inputs that are no setting (the audio,
-the zips) are declared with `Input(...)` where they are taken.
+(`TranscribeSettings`, `CueRules`, `TrainSettings`, `LoraSettings`) declared with
+`setting(...)`: its default, bounds and choices. The settings check themselves with them
+(`check_settings`) when they are built in Python, and a request's inputs are mapped onto
+them by name (`settings_from`).
+
+Cog reads `predict.py` and `train.py` without running them (its schema is built from their
+source), so there each input is a literal `Input(...)` with its help text; for a setting it
+restates the field's default, bounds and choices, and `inputs_declared` checks that it does
+when the entry point is loaded: the two cannot drift apart. Inputs that are no setting (the
+audio, the zips, the limits) are declared there alone.
 
 Cog checks the declared bounds only when a schema was built (`cog build`); a local
 `python -m cog.server.http` and this project's command line do not. So both entry points
@@ -26,7 +31,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from cog import Input
 from cog.input import FieldInfo
 
 TRUE = ("true", "1", "yes", "on")
@@ -37,27 +41,10 @@ class InputError(ValueError):
     """An input value is wrong; the message names the input and what is allowed."""
 
 
-def setting(
-    default: Any, *, help: str | None = None, ge=None, le=None, choices=None, max_length=None
-) -> Any:
-    """A settings dataclass field that is also an input: its default, help, bounds, choices."""
-    bounds = {"description": help, "ge": ge, "le": le, "choices": choices, "max_length": max_length}
+def setting(default: Any, *, ge=None, le=None, choices=None, max_length=None) -> Any:
+    """A settings dataclass field that is also an input: its default, bounds and choices."""
+    bounds = {"ge": ge, "le": le, "choices": choices, "max_length": max_length}
     return dataclasses.field(default=default, metadata={"input": bounds})
-
-
-def _declaration(settings_class: type, name: str) -> tuple[Any, dict]:
-    found = {f.name: f for f in dataclasses.fields(settings_class)}[name]
-    return found.default, found.metadata.get("input", {})
-
-
-def cog_input(settings_class: type, name: str, **given: Any) -> Any:
-    """Cog's `Input(...)` for a settings field, from its declaration; `given` adds to it
-    (a request-level default or help that differs from the settings' own)."""
-    default, declared = _declaration(settings_class, name)
-    if isinstance(default, tuple):  # a list setting is given as comma-separated text
-        default = ",".join(default)
-    declared = {key: value for key, value in declared.items() if value is not None}
-    return Input(**{"default": default, **declared, **given})
 
 
 def check_settings(settings: Any) -> None:
@@ -96,14 +83,41 @@ def load_entry(filename: str, name: str):
     return getattr(module, name)
 
 
-def inputs_declared(fn: Callable) -> Callable:
-    """Decorator for run()/train(): reads the Input(...) declarations at definition time.
+def inputs_declared(*settings: type | tuple[type, str]) -> Callable[[Callable], Callable]:
+    """Decorator for run()/train(): reads the Input(...) declarations at definition time, and
+    checks that those of the `settings` fields (a class, or a class and the prefix of its
+    inputs' names) restate the fields' defaults, bounds and choices.
 
     The Cog server replaces the declarations in the function's defaults by their plain default
     values once it has read them, so they must be recorded before it loads the class.
     """
-    fn.__declared_inputs__ = _read_declarations(fn)
-    return fn
+
+    def record(fn: Callable) -> Callable:
+        fn.__declared_inputs__ = _read_declarations(fn)
+        for entry in settings:
+            settings_class, prefix = entry if isinstance(entry, tuple) else (entry, "")
+            _check_restated(fn, settings_class, prefix)
+        return fn
+
+    return record
+
+
+def _check_restated(fn: Callable, settings_class: type, prefix: str) -> None:
+    declared = fn.__declared_inputs__
+    for f in dataclasses.fields(settings_class):
+        owned = f.metadata.get("input")
+        name = next((n for n in (prefix + f.name, f.name) if n in declared), None)
+        if owned is None or name is None:
+            continue
+        info = declared[name][1]
+        default = ",".join(f.default) if isinstance(f.default, tuple) else f.default
+        for key, value in {"default": default, **owned}.items():
+            given = getattr(info, key)
+            if (list(given) if key == "choices" and given else given) != value:
+                raise TypeError(
+                    f"{fn.__qualname__}: input {name} declares {key}={given!r}, but "
+                    f"{settings_class.__name__}.{f.name} owns {key}={value!r}; restate it"
+                )
 
 
 def declared_inputs(fn: Callable) -> dict[str, tuple[type, FieldInfo]]:

@@ -15,7 +15,6 @@ from pathlib import Path
 
 import numpy as np
 
-from whisper_ft import transcribe
 from whisper_ft.audio import CHUNK_LENGTH, SAMPLE_RATE, probe_duration, write_audio
 from whisper_ft.dataset import pack_spans
 from whisper_ft.subtitles import (
@@ -34,7 +33,6 @@ from whisper_ft.transcribe import Segment, Transcriber, TranscribeSettings, Tran
 logger = logging.getLogger(__name__)
 
 FORMATS = ("txt", "srt", "vtt", "json")
-TASKS = (*transcribe.TASKS, "detect_language", "dataset")  # what a prediction may do
 CLIP_PAD_SECONDS = 0.2  # audio kept around the speech of a clip, where there is room
 ESTIMATED_NOTE = (
     "the model gave no word timing for some speech; those cues are split by text and timed "

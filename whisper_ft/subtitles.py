@@ -531,20 +531,10 @@ def write_txt(cues: Sequence[Cue]) -> str:
 class CueRules:
     """What a readable cue is. Defaults: Netflix's English timed-text style guide."""
 
-    max_line_width: int = setting(
-        42,
-        ge=1,
-        le=200,
-        help="Subtitles: characters on a line (42: Netflix English; about 25 for vertical "
-        "video, with max_line_count=1)",
-    )
-    max_line_count: int = setting(2, ge=1, le=10, help="Subtitles: lines on screen at once")
-    max_cue_seconds: float = setting(
-        7.0, ge=1.0, le=60.0, help="Subtitles: longest time a cue stays up"
-    )
-    max_words_per_cue: int = setting(
-        0, ge=0, le=100, help="Subtitles: most words in a cue; 0: no limit"
-    )
+    max_line_width: int = setting(42, ge=1, le=200)  # characters on a line
+    max_line_count: int = setting(2, ge=1, le=10)  # lines on screen at once
+    max_cue_seconds: float = setting(7.0, ge=1.0, le=60.0)  # longest time on screen
+    max_words_per_cue: int = setting(0, ge=0, le=100)  # 0: no limit
     min_cue_seconds: float = 5 / 6  # shortest time on screen (20 frames), where speech allows
     max_chars_per_second: float = 20.0  # reading speed, spaces and punctuation counted
     gap_seconds: float = 2 / 24  # blank time between two cues (two frames)

@@ -56,29 +56,15 @@ def language_code(language: str | None) -> str | None:
 class TranscribeSettings:
     task: str = "transcribe"  # transcribe, or translate into English
     language: str | None = None  # a Whisper language code; None detects it
-    beam_size: int = setting(5, ge=1, le=MAX_BEAM_SIZE, help="Beam search width")
-    temperature: float = setting(0.0, ge=0.0, le=1.0, help="First sampling temperature")
-    temperature_fallback: bool = setting(True, help="Retry failed windows at higher temperatures")
-    word_timestamps: bool = setting(False, help="Add per-word timings")
-    vad_filter: bool = setting(
-        False,
-        help="Cut long audio where Silero VAD finds speech (skips long silence or music) "
-        "instead of at quiet moments",
-    )
-    initial_prompt: str | None = setting(
-        None, max_length=1000, help="Text to prime spelling and style"
-    )
-    hotwords: str | None = setting(None, max_length=500, help="Words or names to favour")
-    condition_on_previous_text: bool = setting(
-        True, help="Prompt each window with the text before it"
-    )
-    batch_size: int = setting(
-        8,
-        ge=1,
-        le=64,
-        help="30 s windows decoded together on long audio; 1: Whisper's sequential loop "
-        "(timestamp tokens, previous-text prompts, temperature fallback)",
-    )
+    beam_size: int = setting(5, ge=1, le=MAX_BEAM_SIZE)  # beams for the first decoding
+    temperature: float = setting(0.0, ge=0.0, le=1.0)  # first temperature; more follow on failure
+    temperature_fallback: bool = setting(True)  # retry at 0.2, 0.4 ... when a window looks wrong
+    word_timestamps: bool = setting(False)  # add per-word start/end/probability
+    vad_filter: bool = setting(False)  # cut long audio by Silero VAD, not at quiet moments
+    initial_prompt: str | None = setting(None, max_length=1000)  # primes spellings, style
+    hotwords: str | None = setting(None, max_length=500)  # words to favour, in every window
+    condition_on_previous_text: bool = setting(True)  # prompt each window with the text before
+    batch_size: int = setting(8, ge=1, le=64)  # windows decoded together; 1 = sequential
     # A window above this no-speech probability (and with a low log-probability) is silent.
     no_speech_threshold: float = setting(0.6, ge=0.0, le=1.0)
     # Above this gzip ratio a window is a repetition loop.
