@@ -741,11 +741,12 @@ def train_step(run: Run, inputs: dict) -> bool:
 
 
 def log_step(run: Run) -> None:
+    """The step's loss, learning rate and ETA (the main process)."""
+    if not run.main:
+        return
     position = run.position
     per_step = (time.monotonic() - run.started) / (position.step - run.first_step)
     eta = per_step * (run.total_steps - position.step)
-    if not run.main:
-        return
     progress.report(
         logger,
         "step",

@@ -61,7 +61,7 @@ def settings_from(settings_class: type, args: dict[str, Any], prefix: str = "", 
     `prefix` + its name); a tuple field from comma-separated text; `given` fields as given."""
     values = dict(given)
     for f in dataclasses.fields(settings_class):
-        name = next((n for n in (prefix + f.name, f.name) if n in args), None)
+        name = _input_name(f.name, prefix, args)
         if f.name in values or name is None:
             continue
         value = args[name]
@@ -69,6 +69,11 @@ def settings_from(settings_class: type, args: dict[str, Any], prefix: str = "", 
             value = tuple(item.strip() for item in value.split(",") if item.strip())
         values[f.name] = value
     return settings_class(**values)
+
+
+def _input_name(field: str, prefix: str, inputs: dict) -> str | None:
+    """The input a settings field is given by: `prefix` + its name, or its name."""
+    return next((n for n in (prefix + field, field) if n in inputs), None)
 
 
 ROOT = Path(__file__).resolve().parent.parent  # the project: predict.py and train.py
@@ -105,8 +110,7 @@ def inputs_declared(*settings: type | tuple[type, str]) -> Callable[[Callable], 
 def _check_restated(fn: Callable, settings_class: type, prefix: str) -> None:
     declared = fn.__declared_inputs__
     for f in dataclasses.fields(settings_class):
-        owned = f.metadata.get("input")
-        name = next((n for n in (prefix + f.name, f.name) if n in declared), None)
+        owned, name = f.metadata.get("input"), _input_name(f.name, prefix, declared)
         if owned is None or name is None:
             continue
         info = declared[name][1]
