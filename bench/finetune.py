@@ -103,12 +103,13 @@ def sane(transcript) -> bool:
 OTHER_READINGS = ("with_vocabulary",)
 
 
-def score(ct2_dir: Path, vocabulary, held, real, seeds: int) -> dict:
+def score(ct2_dir: Path, vocabulary, held, real, seeds: int, natural=()) -> dict:
     """What a user of the served model gets (CTranslate2, the Predictor's default decoding:
     beam 5, temperature fallback, `vocabulary` served as the Predictor serves it): held-out
     term recall, timestamp sanity, real-speech WER, held-out sentence WER; and, first seed
     only, the same of the weights alone (no vocabulary) and of the vocabulary as a prompt
-    to every window (hotwords, as served before windows were read again without it).
+    to every window (hotwords, as served before windows were read again without it), and
+    the recall on `natural`: the held-out sentences in a natural voice never trained on.
 
     A window whose decoding fails falls back to sampling, so a second process can read the
     same audio differently (real-speech WER moved by up to 0.9 points between processes):
@@ -136,12 +137,14 @@ def score(ct2_dir: Path, vocabulary, held, real, seeds: int) -> dict:
         recalls.append(100 * vocab.term_recall(texts, held))
         result["timestamps_ok"] &= all(sane(t) for t in transcripts)
         if seed == 0:
-            result["missed"] = [
-                t for t, u in zip(texts, held, strict=True) if not vocab.term_recall([t], [u])
-            ]
+            result["missed"] = misses(texts, held)
             # Recall credits a transcript that spells the name anywhere, even a looping list
             # of names; the held-out sentences' WER shows such readings.
             result["held_wer"] = word_error_rate([u.text for u in held], texts, "en")
+            if natural:
+                heard = [transcriber.transcribe(u.path, settings).text for u in natural]
+                result["recall_natural"] = 100 * vocab.term_recall(heard, natural)
+                result["missed_natural"] = misses(heard, natural)
             for name, reading in readings.items() if vocabulary else ():
                 other = [transcriber.transcribe(u.path, reading).text for u in held]
                 result[f"recall_{name}"] = 100 * vocab.term_recall(other, held)
@@ -156,8 +159,14 @@ def score(ct2_dir: Path, vocabulary, held, real, seeds: int) -> dict:
     return result
 
 
+def misses(texts: list[str], utterances) -> list[str]:
+    """The transcripts that do not spell their sentence's term."""
+    return [t for t, u in zip(texts, utterances, strict=True) if not vocab.term_recall([t], [u])]
+
+
 SPREAD = (
     "recall_after",
+    "recall_natural_after",
     "real_wer_after",
     "held_wer_after",
     "recall_after_with_vocabulary",
@@ -250,6 +259,15 @@ def main() -> None:
     )
     terms = vocab.TERM_SETS[args.terms]
     held = vocab.held_out(folder, terms, vocab.HELD_OUT_TEMPLATES, held_out_voices)
+    # The same held-out sentences in a natural voice that training never hears (espeak-ng
+    # training only: with --voices natural that voice is the training voice).
+    natural = (
+        vocab.held_out(
+            folder / "natural", terms, vocab.HELD_OUT_TEMPLATES, vocab.NATURAL_HELD_OUT_VOICES
+        )
+        if args.voices == "espeak"
+        else []
+    )
     real = shared_speech.files("en", shared_speech.GENERAL)
     base_dir = hf_model(args.model)
     dataset = load_dataset(train_zip, folder / "work", validation_fraction=0.1)
@@ -267,7 +285,7 @@ def main() -> None:
 
     base = WhisperForConditionalGeneration.from_pretrained(base_dir, dtype=torch.float32)
     processor = WhisperProcessor.from_pretrained(base_dir)
-    before = score(ct2_model(args.model), [], held, real, args.seeds)
+    before = score(ct2_model(args.model), [], held, real, args.seeds, natural)
     print(f"base {args.model}: {json.dumps(before)}", flush=True)
     # The vocabulary alone, without training: the base model reading the found words.
     words = learn_vocabulary(base, processor, dataset.train, "en", TrainSettings())
@@ -292,7 +310,7 @@ def main() -> None:
         ):
             began = time.monotonic()
             ct2_dir = served(model, processor, base_dir, folder)
-            found = score(ct2_dir, report.vocabulary, held, real, args.seeds)
+            found = score(ct2_dir, report.vocabulary, held, real, args.seeds, natural)
             shutil.rmtree(ct2_dir.parent)
             scoring[0] += time.monotonic() - began
             trajectory.append({"epoch": entry["epoch"], "val_wer": entry.get("wer"), **found})
@@ -310,7 +328,7 @@ def main() -> None:
         train_s = time.monotonic() - start - scoring[0]
         report.seconds -= scoring[0]
         ct2_dir = served(model, processor, base_dir, folder)
-        after = score(ct2_dir, report.vocabulary, held, real, args.seeds)
+        after = score(ct2_dir, report.vocabulary, held, real, args.seeds, natural)
         shutil.rmtree(ct2_dir.parent)
         epochs = (
             report.steps * settings.batch_size * settings.gradient_accumulation / len(dataset.train)
@@ -321,6 +339,8 @@ def main() -> None:
             "train_seed": settings.seed,
             "recall_before": before["recall"],
             "recall_after": after["recall"],
+            "recall_natural_before": before.get("recall_natural"),
+            "recall_natural_after": after.get("recall_natural"),
             "vocabulary": report.vocabulary,
             "real_wer_before": before.get("real_wer"),
             "real_wer_after": after.get("real_wer"),
@@ -354,16 +374,19 @@ def main() -> None:
     out = RESULTS / f"finetune-{args.model}{voices}.json"
     results = {"base": before, "base_with_vocabulary": prompted, "rows": rows}
     out.write_text(json.dumps({**results, "across_training_seeds": summary}, indent=2))
-    print("\n| recipe | recall (weights alone) | real-speech WER before -> after ", end="")
+    print("\n| recipe | recall (weights alone) | natural voice ", end="")
+    print("| real-speech WER before -> after ", end="")
     print("| held-out WER | with use_vocabulary: recall, real WER | serving time ", end="")
     print("| timestamps | training |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|")
 
     def seeded(row: dict) -> str:
         return f", seed {row['train_seed']}" if args.train_seeds > 1 else ""
 
     for r in rows:
-        wer, ratio, prompted = "n/a", "n/a", "-"
+        wer, ratio, prompted, heard = "n/a", "n/a", "-", "-"
+        if r["recall_natural_after"] is not None:
+            heard = f"{r['recall_natural_before']:.0f}% -> {r['recall_natural_after']:.1f}%"
         if r["real_wer_before"] is not None:
             wer = f"{r['real_wer_before']:.2f}% -> {r['real_wer_after']:.2f}%"
             ratio = f"{r['serving_ratio']:.2f}x"
@@ -373,7 +396,8 @@ def main() -> None:
                 prompted += f", {r['real_wer_after_with_vocabulary']:.2f}%"
         print(
             f"| {r['recipe']}{seeded(r)} | {r['recall_before']:.0f}% -> {r['recall_after']:.1f}% "
-            f"| {wer} | {r['held_wer_before']:.2f}% -> {r['held_wer_after']:.2f}% | {prompted} "
+            f"| {heard} | {wer} | {r['held_wer_before']:.2f}% -> {r['held_wer_after']:.2f}% "
+            f"| {prompted} "
             f"| {ratio} | {'ok' if r['timestamps_ok'] else 'BROKEN'} | {r['train_s']:.0f} s "
             f"({r['s_per_step']:.1f} s/step, {r['audio_s_per_s']:.1f} audio-s/s) |"
         )
@@ -392,7 +416,8 @@ def main() -> None:
             print(f"\n{r['recipe']}: | epoch | validation WER | recall | real-speech WER |")
             for t in r["every_epoch"]:
                 print(
-                    f"| {t['epoch']} | {t.get('val_wer', '-')} | {t['recall']:.0f}% | "
+                    f"| {t['epoch']} | {t.get('val_wer', '-')} | {t['recall']:.0f}% "
+                    f"({t.get('recall_natural', float('nan')):.0f}% natural) | "
                     f"{t.get('real_wer', float('nan')):.2f}% |"
                 )
     print(f"written: {out}")
