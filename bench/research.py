@@ -7,6 +7,13 @@ They reach a run through `whisper_ft.finetune.Hooks`; BENCHMARKS.md has what eac
     right is a KL divergence toward the base model's own predictions (the adapter switched
     off), with or without their cross-entropy; the tokens it gets wrong (the user's
     corrections) keep their cross-entropy.
+  - focus_terms: only the tokens of the taught terms keep their cross-entropy; every other
+    label token (the words around them, timestamps, the end) is pulled toward the base
+    model's own predictions with weight distill_weight, so that what training changes in
+    the decoder is the spelling of the terms and nothing else.
+  - encoder_weight: a pull of the encoder's output toward the base model's on the training
+    audio (the adapter switched off), so the encoder hears the training voices without
+    hearing everyone else differently.
   - prompt_fraction, absent_prompt_fraction: some examples read the run's vocabulary as a
     prompt, some of those without the words they say (a prompt word is no proof that it was
     spoken), as the served model reads it with `use_vocabulary`.
@@ -31,15 +38,32 @@ class Research:
     absent_prompt_fraction: float = 0.5  # share of those whose prompt leaves out their words
     distill_weight: float = 0.0  # weight of the pull toward the base model (self-distillation)
     known_labels: bool = True  # train on label tokens the base model already gets right too
+    encoder_weight: float = 0.0  # weight of the pull of the encoder's output toward the base's
+    focus_terms: bool = False  # cross-entropy on the taught terms' tokens only
 
-    def hooks(self, **given) -> Hooks:
+    def hooks(self, term_ids: Sequence[Sequence[int]] = (), **given) -> Hooks:
+        """The run's hooks; `term_ids` are the token sequences of the taught terms (for
+        focus_terms), as they appear in the labels."""
+        if self.focus_terms and not term_ids:
+            raise ValueError("focus_terms needs the taught terms' token sequences")
+        corrections = self.distill_weight > 0 or not self.known_labels or self.focus_terms
         loss = None
-        if self.distill_weight > 0 or not self.known_labels:
+        if corrections or self.encoder_weight > 0:
 
             def loss(model, inputs, output):
-                return corrections_loss(
-                    model, inputs, output.logits, self.distill_weight, self.known_labels
-                )
+                total = output.loss
+                if corrections:
+                    total = corrections_loss(
+                        model,
+                        inputs,
+                        output.logits,
+                        self.distill_weight,
+                        self.known_labels,
+                        term_ids if self.focus_terms else (),
+                    )
+                if self.encoder_weight > 0:
+                    total = total + self.encoder_weight * encoder_drift(model, inputs, output)
+                return total
 
         def prompt(example, vocabulary, labeller, rng):
             return training_prompt(example, vocabulary, labeller, self, rng)
@@ -48,17 +72,25 @@ class Research:
 
 
 def corrections_loss(
-    model, inputs: dict, logits: torch.Tensor, known_weight: float, known_labels: bool
+    model,
+    inputs: dict,
+    logits: torch.Tensor,
+    known_weight: float,
+    known_labels: bool,
+    term_ids: Sequence[Sequence[int]] = (),
 ) -> torch.Tensor:
     """Cross-entropy on the label tokens the base model gets wrong (the user's corrections),
     and on the tokens it already gets right a KL divergence toward the base model's own
     distribution (the adapter switched off) with weight `known_weight`; with `known_labels`
-    those tokens also keep their cross-entropy. Both are averaged over all label tokens."""
+    those tokens also keep their cross-entropy. Both are averaged over all label tokens.
+    Given `term_ids`, the corrections are the taught terms' tokens and every other label
+    token counts as known, whether or not the base model predicts it."""
     labels = inputs["labels"]
     with torch.no_grad(), model.disable_adapter():
         teacher = model(**inputs).logits.float()
     valid = labels != -100
-    known = valid & (teacher.argmax(-1) == labels)
+    right = teacher.argmax(-1) == labels
+    known = valid & (~spans(labels, term_ids) if term_ids else right)
     logits = logits.float()
     ce = torch.nn.functional.cross_entropy(
         logits.transpose(1, 2), labels, ignore_index=-100, reduction="none"
@@ -72,6 +104,37 @@ def corrections_loss(
         kl = torch.sum(teacher_log.exp() * (teacher_log - student_log), dim=-1)
         loss = loss + known_weight * kl.sum() / total
     return loss
+
+
+def spans(labels: torch.Tensor, term_ids: Sequence[Sequence[int]]) -> torch.Tensor:
+    """Where in each label row one of the token sequences `term_ids` occurs."""
+    found = torch.zeros_like(labels, dtype=torch.bool)
+    for row, sequence in enumerate(labels.tolist()):
+        for ids in term_ids:
+            n = len(ids)
+            for start in range(len(sequence) - n + 1):
+                if sequence[start : start + n] == list(ids):
+                    found[row, start : start + n] = True
+    return found
+
+
+def term_token_ids(tokenizer, terms: Sequence[str]) -> list[list[int]]:
+    """The token sequences a label spells each term with: after a space (as within a
+    sentence, and as the labeller starts every text) and without one."""
+    return [
+        tokenizer.encode(form, add_special_tokens=False)
+        for term in terms
+        for form in (" " + term, term)
+    ]
+
+
+def encoder_drift(model, inputs: dict, output) -> torch.Tensor:
+    """How far the adapted encoder's output has moved from the base model's on this audio:
+    the squared distance over the base output's squared norm (0: unchanged)."""
+    with torch.no_grad(), model.disable_adapter():
+        base = model.get_encoder()(inputs["input_features"]).last_hidden_state.float()
+    moved = output.encoder_last_hidden_state.float() - base
+    return moved.pow(2).sum() / base.pow(2).sum().clamp(min=1e-6)
 
 
 def training_prompt(

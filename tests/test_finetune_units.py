@@ -198,6 +198,27 @@ def test_corrections_loss_trains_only_what_the_base_model_gets_wrong(processor, 
                 assert torch.isclose(full, output.loss, rtol=1e-3)  # = plain cross-entropy
 
 
+def test_focus_terms_train_only_the_taught_terms(processor, adapted):
+    from bench.research import corrections_loss, spans, term_token_ids
+
+    model, features = adapted
+    terms = term_token_ids(processor.tokenizer, ["Zentrafy"])
+    corrected = labels_batch(processor, "Please open the Zentrafy.")
+    assert processor.tokenizer.decode(corrected[0][spans(corrected, terms)[0]]) == " Zentrafy"
+    with torch.no_grad():
+        for text, must_learn in (
+            ("Please open the door.", False),
+            ("Please open the Zentrafy.", True),
+        ):
+            inputs = {"input_features": features, "labels": labels_batch(processor, text)}
+            output = model(**inputs)
+            loss = corrections_loss(model, inputs, output.logits, 1.0, False, term_ids=terms)
+            if must_learn:
+                assert loss > 0.1  # the term's tokens keep their cross-entropy
+            else:
+                assert loss == 0.0  # no term: every token is held to the base model's own
+
+
 def test_best_epoch_weighs_general_speech_forgetting():
     from whisper_ft.finetune import TrainReport, epoch_score
 
