@@ -7,10 +7,10 @@ They reach a run through `whisper_ft.finetune.Hooks`; BENCHMARKS.md has what eac
     right is a KL divergence toward the base model's own predictions (the adapter switched
     off), with or without their cross-entropy; the tokens it gets wrong (the user's
     corrections) keep their cross-entropy.
-  - focus_terms: only the tokens of the taught terms keep their cross-entropy; every other
-    label token (the words around them, timestamps, the end) is pulled toward the base
-    model's own predictions with weight distill_weight, so that what training changes in
-    the decoder is the spelling of the terms and nothing else.
+  - focus_terms: the corrections are the taught terms' tokens, whatever the base model
+    predicts; every other label token (the words around them, timestamps, the end) is
+    pulled toward the base model's own predictions with weight distill_weight, and keeps
+    its cross-entropy too unless known_labels is false (then only the terms are trained).
   - encoder_weight: a pull of the encoder's output toward the base model's on the training
     audio (the adapter switched off), so the encoder hears the training voices without
     hearing everyone else differently.
@@ -39,7 +39,7 @@ class Research:
     distill_weight: float = 0.0  # weight of the pull toward the base model (self-distillation)
     known_labels: bool = True  # train on label tokens the base model already gets right too
     encoder_weight: float = 0.0  # weight of the pull of the encoder's output toward the base's
-    focus_terms: bool = False  # cross-entropy on the taught terms' tokens only
+    focus_terms: bool = False  # the corrections are the taught terms' tokens
 
     def hooks(self, term_ids: Sequence[Sequence[int]] = (), **given) -> Hooks:
         """The run's hooks; `term_ids` are the token sequences of the taught terms (for
@@ -89,8 +89,8 @@ def corrections_loss(
     with torch.no_grad(), model.disable_adapter():
         teacher = model(**inputs).logits.float()
     valid = labels != -100
-    right = teacher.argmax(-1) == labels
-    known = valid & (~spans(labels, term_ids) if term_ids else right)
+    corrections = spans(labels, term_ids) if term_ids else teacher.argmax(-1) != labels
+    known = valid & ~corrections
     logits = logits.float()
     ce = torch.nn.functional.cross_entropy(
         logits.transpose(1, 2), labels, ignore_index=-100, reduction="none"
