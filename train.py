@@ -120,6 +120,15 @@ def train(
         description="Find the words the base model missed in your transcripts and list them "
         "in the manifest with the given vocabulary",
     ),
+    hold_weight: float = Input(
+        default=0.0,
+        ge=0.0,
+        le=100.0,
+        description="Pull toward the base model's own predictions on every word but the "
+        "vocabulary's (and on all of general_data): the new words are learned, what the base "
+        "model already reads is held. 1 with general_data keeps general speech closest; "
+        "0: off",
+    ),
     validation_fraction: float = Input(default=0.1, ge=0.0, le=0.5),
     skip_bad_files: bool = Input(
         default=False, description="Skip unpaired or broken files with a warning instead of failing"

@@ -44,7 +44,7 @@ from pathlib import Path
 from statistics import mean
 
 from bench import shared_speech
-from bench.research import Research, term_token_ids
+from bench.research import Research
 from tests import vocab
 from whisper_ft.archive import merge, write_models
 from whisper_ft.audio import SAMPLE_RATE
@@ -323,10 +323,7 @@ def main() -> None:
             settings,
             lora,
             general,
-            hooks=research.hooks(
-                term_ids=term_token_ids(processor.tokenizer, words),
-                on_epoch=score_epoch if args.every_epoch else None,
-            ),
+            hooks=research.hooks(on_epoch=score_epoch if args.every_epoch else None),
         )
         train_s = time.monotonic() - start - scoring[0]
         report.seconds -= scoring[0]

@@ -7,10 +7,8 @@ They reach a run through `whisper_ft.finetune.Hooks`; BENCHMARKS.md has what eac
     right is a KL divergence toward the base model's own predictions (the adapter switched
     off), with or without their cross-entropy; the tokens it gets wrong (the user's
     corrections) keep their cross-entropy.
-  - focus_terms: the corrections are the taught terms' tokens, whatever the base model
-    predicts; every other label token (the words around them, timestamps, the end) is
-    pulled toward the base model's own predictions with weight distill_weight, and keeps
-    its cross-entropy too unless known_labels is false (then only the terms are trained).
+    (The recipe's own pull, `hold_weight`, counts the taught terms' tokens as the
+    corrections instead, whatever the base model predicts: whisper_ft/finetune.py.)
   - encoder_weight: a pull of the encoder's output toward the base model's on the training
     audio (the adapter switched off), so the encoder hears the training voices without
     hearing everyone else differently.
@@ -28,7 +26,7 @@ from dataclasses import dataclass
 import torch
 
 from whisper_ft.dataset import Example
-from whisper_ft.finetune import Hooks, Labeller
+from whisper_ft.finetune import Hooks, Labeller, base_logits, divergence
 from whisper_ft.vocabulary import absent_from, as_hotwords
 
 
@@ -39,14 +37,10 @@ class Research:
     distill_weight: float = 0.0  # weight of the pull toward the base model (self-distillation)
     known_labels: bool = True  # train on label tokens the base model already gets right too
     encoder_weight: float = 0.0  # weight of the pull of the encoder's output toward the base's
-    focus_terms: bool = False  # the corrections are the taught terms' tokens
 
-    def hooks(self, term_ids: Sequence[Sequence[int]] = (), **given) -> Hooks:
-        """The run's hooks; `term_ids` are the token sequences of the taught terms (for
-        focus_terms), as they appear in the labels."""
-        if self.focus_terms and not term_ids:
-            raise ValueError("focus_terms needs the taught terms' token sequences")
-        corrections = self.distill_weight > 0 or not self.known_labels or self.focus_terms
+    def hooks(self, **given) -> Hooks:
+        """The run's hooks, with `given` ones (on_epoch)."""
+        corrections = self.distill_weight > 0 or not self.known_labels
         loss = None
         if corrections or self.encoder_weight > 0:
 
@@ -54,12 +48,7 @@ class Research:
                 total = output.loss
                 if corrections:
                     total = corrections_loss(
-                        model,
-                        inputs,
-                        output.logits,
-                        self.distill_weight,
-                        self.known_labels,
-                        term_ids if self.focus_terms else (),
+                        model, inputs, output.logits, self.distill_weight, self.known_labels
                     )
                 if self.encoder_weight > 0:
                     total = total + self.encoder_weight * encoder_drift(model, inputs, output)
@@ -72,60 +61,25 @@ class Research:
 
 
 def corrections_loss(
-    model,
-    inputs: dict,
-    logits: torch.Tensor,
-    known_weight: float,
-    known_labels: bool,
-    term_ids: Sequence[Sequence[int]] = (),
+    model, inputs: dict, logits: torch.Tensor, known_weight: float, known_labels: bool
 ) -> torch.Tensor:
     """Cross-entropy on the label tokens the base model gets wrong (the user's corrections),
     and on the tokens it already gets right a KL divergence toward the base model's own
     distribution (the adapter switched off) with weight `known_weight`; with `known_labels`
-    those tokens also keep their cross-entropy. Both are averaged over all label tokens.
-    Given `term_ids`, the corrections are the taught terms' tokens and every other label
-    token counts as known, whether or not the base model predicts it."""
+    those tokens also keep their cross-entropy. Both are averaged over all label tokens."""
     labels = inputs["labels"]
-    with torch.no_grad(), model.disable_adapter():
-        teacher = model(**inputs).logits.float()
+    teacher = base_logits(model, inputs)
     valid = labels != -100
-    corrections = spans(labels, term_ids) if term_ids else teacher.argmax(-1) != labels
-    known = valid & ~corrections
-    logits = logits.float()
+    known = valid & (teacher.argmax(-1) == labels)
     ce = torch.nn.functional.cross_entropy(
-        logits.transpose(1, 2), labels, ignore_index=-100, reduction="none"
+        logits.float().transpose(1, 2), labels, ignore_index=-100, reduction="none"
     )
     trained = valid if known_labels else valid & ~known
     total = valid.sum().clamp(min=1)
     loss = ce[trained].sum() / total
-    if known.any() and known_weight > 0:
-        teacher_log = torch.log_softmax(teacher[known], dim=-1)
-        student_log = torch.log_softmax(logits[known], dim=-1)
-        kl = torch.sum(teacher_log.exp() * (teacher_log - student_log), dim=-1)
-        loss = loss + known_weight * kl.sum() / total
+    if known_weight > 0:
+        loss = loss + known_weight * divergence(teacher, logits, known) / total
     return loss
-
-
-def spans(labels: torch.Tensor, term_ids: Sequence[Sequence[int]]) -> torch.Tensor:
-    """Where in each label row one of the token sequences `term_ids` occurs."""
-    found = torch.zeros_like(labels, dtype=torch.bool)
-    for row, sequence in enumerate(labels.tolist()):
-        for ids in term_ids:
-            n = len(ids)
-            for start in range(len(sequence) - n + 1):
-                if sequence[start : start + n] == list(ids):
-                    found[row, start : start + n] = True
-    return found
-
-
-def term_token_ids(tokenizer, terms: Sequence[str]) -> list[list[int]]:
-    """The token sequences a label spells each term with: after a space (as within a
-    sentence, and as the labeller starts every text) and without one."""
-    return [
-        tokenizer.encode(form, add_special_tokens=False)
-        for term in terms
-        for form in (" " + term, term)
-    ]
 
 
 def encoder_drift(model, inputs: dict, output) -> torch.Tensor:

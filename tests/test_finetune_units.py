@@ -198,25 +198,40 @@ def test_corrections_loss_trains_only_what_the_base_model_gets_wrong(processor, 
                 assert torch.isclose(full, output.loss, rtol=1e-3)  # = plain cross-entropy
 
 
-def test_focus_terms_train_only_the_taught_terms(processor, adapted):
-    from bench.research import corrections_loss, spans, term_token_ids
+def test_the_hold_pulls_everything_but_the_taught_terms_toward_the_base_model(
+    processor, adapted
+):
+    from whisper_ft.finetune import hold_loss, spans, term_token_ids
 
     model, features = adapted
     terms = term_token_ids(processor.tokenizer, ["Zentrafy"])
     corrected = labels_batch(processor, "Please open the Zentrafy.")
     assert processor.tokenizer.decode(corrected[0][spans(corrected, terms)[0]]) == " Zentrafy"
-    with torch.no_grad():
-        for text, must_learn in (
-            ("Please open the door.", False),
-            ("Please open the Zentrafy.", True),
-        ):
-            inputs = {"input_features": features, "labels": labels_batch(processor, text)}
-            output = model(**inputs)
-            loss = corrections_loss(model, inputs, output.logits, 1.0, False, term_ids=terms)
-            if must_learn:
-                assert loss > 0.1  # the term's tokens keep their cross-entropy
-            else:
-                assert loss == 0.0  # no term: every token is held to the base model's own
+    inputs = {"input_features": features, "labels": corrected}
+    with torch.no_grad():  # a fresh adapter is the identity: nothing has moved yet
+        assert hold_loss(model, inputs, model(**inputs).logits, terms) < 1e-6
+    lora = [p for n, p in model.named_parameters() if "lora_B" in n]
+    saved = [p.detach().clone() for p in lora]
+    try:
+        with torch.no_grad():
+            for p in lora:
+                p.normal_(std=0.05)
+            moved = model(**inputs).logits
+            held = hold_loss(model, inputs, moved, terms)
+            assert held > 0  # the words around the term have moved away from the base model's
+            # The term's own tokens are free: moving only them costs nothing.
+            only_term = model(**inputs).logits.clone()
+            with model.disable_adapter():
+                base = model(**inputs).logits
+            outside = ~spans(corrected, terms)
+            only_term[outside] = base[outside]
+            assert hold_loss(model, inputs, only_term, terms) < 1e-6
+            # Without taught terms every token is held, the term's too.
+            assert hold_loss(model, inputs, moved, []) > held
+    finally:
+        with torch.no_grad():
+            for p, value in zip(lora, saved, strict=True):
+                p.copy_(value)
 
 
 def test_best_epoch_weighs_general_speech_forgetting():

@@ -108,6 +108,10 @@ class TrainSettings:
     speed_perturbation: float = setting(0.15, ge=0.0, le=0.3)  # 1 -/+ this speed, a third each
     vocabulary: tuple[str, ...] = setting(())  # words the run teaches, besides those found
     learn_vocabulary: bool = setting(True)  # find the words the base model missed
+    # Weight of a pull toward the base model's own predictions (a KL divergence, the adapter
+    # switched off) on every label token but the vocabulary's, all of general_data's
+    # included: the new words are learned, what the base model already reads is held (0: off).
+    hold_weight: float = setting(0.0, ge=0.0, le=100.0)
     seed: int = setting(0, ge=0, le=2147483647)
     warmup_fraction: float = 0.1  # share of the steps spent warming up
     eval_batch_size: int = 8
@@ -226,6 +230,59 @@ class Collator:
             inputs[row, : len(ids) - 1] = torch.tensor(ids[:-1])
             labels[row, start : len(ids) - 1] = torch.tensor(ids[start + 1 :])
         return {"decoder_input_ids": inputs, "labels": labels}
+
+
+# ---------------------------------------------------------------- the hold toward the base model
+
+
+def term_token_ids(tokenizer, terms: Sequence[str]) -> list[list[int]]:
+    """The token sequences a label spells each term with: after a space (as within a
+    sentence, and as the labeller starts every text) and without one."""
+    return [
+        tokenizer.encode(form, add_special_tokens=False)
+        for term in terms
+        for form in (" " + term, term)
+    ]
+
+
+def spans(labels: torch.Tensor, term_ids: Sequence[Sequence[int]]) -> torch.Tensor:
+    """Where in each label row one of the token sequences `term_ids` occurs."""
+    found = torch.zeros_like(labels, dtype=torch.bool)
+    for row, sequence in enumerate(labels.tolist()):
+        for ids in term_ids:
+            n = len(ids)
+            for start in range(len(sequence) - n + 1):
+                if sequence[start : start + n] == list(ids):
+                    found[row, start : start + n] = True
+    return found
+
+
+@torch.no_grad()
+def base_logits(model, inputs: dict) -> torch.Tensor:
+    """The base model's own predictions on a batch: the peft model with its adapter off."""
+    with model.disable_adapter():
+        return model(**inputs).logits.float()
+
+
+def divergence(teacher: torch.Tensor, logits: torch.Tensor, where: torch.Tensor) -> torch.Tensor:
+    """KL(teacher || student) of the label tokens `where` is true, summed."""
+    if not where.any():
+        return logits.sum() * 0.0  # keeps the graph (and every process's backward) whole
+    teacher_log = torch.log_softmax(teacher[where], dim=-1)
+    student_log = torch.log_softmax(logits[where].float(), dim=-1)
+    return torch.sum(teacher_log.exp() * (teacher_log - student_log))
+
+
+def hold_loss(
+    model, inputs: dict, logits: torch.Tensor, term_ids: Sequence[Sequence[int]]
+) -> torch.Tensor:
+    """The pull toward the base model: the KL divergence from its predictions on every label
+    token outside the taught terms (the words around them, timestamps, the end, all of a
+    replayed general example), averaged over all label tokens as the cross-entropy is."""
+    labels = inputs["labels"]
+    valid = labels != -100
+    held = valid & ~spans(labels, term_ids)
+    return divergence(base_logits(model, inputs), logits, held) / valid.sum().clamp(min=1)
 
 
 # ---------------------------------------------------------------- evaluation
@@ -420,6 +477,7 @@ class Run:
     windows: list[Example] = field(default_factory=list)  # the user's, then general speech
     own: int = 0  # windows[:own] are the user's
     replayed: int = 0  # general examples mixed into each epoch
+    term_ids: list[list[int]] = field(default_factory=list)  # the vocabulary's tokens
     identity: dict = field(default_factory=dict)  # what a resumed run must share with this
     saved: object = None  # the state resumed from (runstate.Saved)
     position: object = None  # where the run stands (runstate.Position)
@@ -581,6 +639,7 @@ def score_base_model(run: Run) -> None:
     run.report.wer_before = run.position.before.get("wer")
     run.report.general_wer_before = run.position.before.get("general_wer")
     run.report.vocabulary = run.position.before.get("vocabulary", [])
+    run.term_ids = term_token_ids(run.processor.tokenizer, run.report.vocabulary)
 
 
 def add_lora(run: Run, lora: LoraSettings) -> None:
@@ -724,8 +783,12 @@ def train_step(run: Run, inputs: dict) -> bool:
     with accelerator.accumulate(run.model):
         output = run.model(**inputs)
         loss = output.loss
+        model = accelerator.unwrap_model(run.model)
         if run.hooks.loss is not None:
-            loss = run.hooks.loss(accelerator.unwrap_model(run.model), inputs, output)
+            loss = run.hooks.loss(model, inputs, output)
+        if run.settings.hold_weight > 0:
+            held = hold_loss(model, inputs, output.logits, run.term_ids)
+            loss = loss + run.settings.hold_weight * held
         accelerator.backward(loss)
         position.losses.append(loss.item())
         if accelerator.sync_gradients:
