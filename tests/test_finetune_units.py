@@ -198,9 +198,7 @@ def test_corrections_loss_trains_only_what_the_base_model_gets_wrong(processor, 
                 assert torch.isclose(full, output.loss, rtol=1e-3)  # = plain cross-entropy
 
 
-def test_the_hold_pulls_everything_but_the_taught_terms_toward_the_base_model(
-    processor, adapted
-):
+def test_the_hold_pulls_everything_but_the_taught_terms_toward_the_base_model(processor, adapted):
     from whisper_ft.finetune import hold_loss, spans, term_token_ids
 
     model, features = adapted

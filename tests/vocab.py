@@ -159,6 +159,22 @@ def general_zip(folder: Path) -> Path:
     return zip_path
 
 
+def everyday_zip(folder: Path) -> Path:
+    """A training zip with no new words: the everyday sentences of `general_data`, each in
+    every training voice, four to a recording."""
+    files = []
+    for v, voice in enumerate(TRAIN_VOICES):
+        spoken = speak_all(list(GENERAL_DATA_SENTENCES), folder / f"everyday_voice{v}", voice)
+        for r in range(0, len(spoken), 4):
+            files.append(recording(spoken[r : r + 4], folder / f"everyday{v}_{r}.flac"))
+    zip_path = folder / "everyday.zip"
+    with zipfile.ZipFile(zip_path, "w") as z:
+        for f in files:
+            z.write(f, f.name)
+            z.write(f.with_suffix(".vtt"), f.with_suffix(".vtt").name)
+    return zip_path
+
+
 def held_out(
     folder: Path, terms=TERMS, templates=HELD_OUT_TEMPLATES[:2], voices=(HELD_OUT_VOICE,)
 ) -> list[Utterance]:
