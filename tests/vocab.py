@@ -136,12 +136,7 @@ def training_zip(
         order = [spoken[i] for i in rng.permutation(len(spoken))]
         for r in range(0, len(order), per_recording):
             files.append(recording(order[r : r + per_recording], folder / f"talk{v}_{r:02d}.flac"))
-    zip_path = folder / "train.zip"
-    with zipfile.ZipFile(zip_path, "w") as z:
-        for f in files:
-            z.write(f, f"recordings/{f.name}")
-            z.write(f.with_suffix(".vtt"), f"recordings/{f.with_suffix('.vtt').name}")
-    return zip_path
+    return zipped(files, folder / "train.zip", under="recordings/")
 
 
 def general_zip(folder: Path) -> Path:
@@ -151,12 +146,7 @@ def general_zip(folder: Path) -> Path:
         texts = list(GENERAL_DATA_SENTENCES[v * 4 : v * 4 + 4])
         spoken = speak_all(texts, folder / f"general_data{v}", voice)
         files.append(recording(spoken, folder / f"everyday{v}.flac"))
-    zip_path = folder / "general.zip"
-    with zipfile.ZipFile(zip_path, "w") as z:
-        for f in files:
-            z.write(f, f.name)
-            z.write(f.with_suffix(".vtt"), f.with_suffix(".vtt").name)
-    return zip_path
+    return zipped(files, folder / "general.zip")
 
 
 def everyday_zip(folder: Path) -> Path:
@@ -167,12 +157,16 @@ def everyday_zip(folder: Path) -> Path:
         spoken = speak_all(list(GENERAL_DATA_SENTENCES), folder / f"everyday_voice{v}", voice)
         for r in range(0, len(spoken), 4):
             files.append(recording(spoken[r : r + 4], folder / f"everyday{v}_{r}.flac"))
-    zip_path = folder / "everyday.zip"
-    with zipfile.ZipFile(zip_path, "w") as z:
-        for f in files:
-            z.write(f, f.name)
-            z.write(f.with_suffix(".vtt"), f.with_suffix(".vtt").name)
-    return zip_path
+    return zipped(files, folder / "everyday.zip")
+
+
+def zipped(recordings: list[Path], path: Path, under: str = "") -> Path:
+    """A zip of the recordings and their VTTs, as a user uploads them (in folder `under`)."""
+    with zipfile.ZipFile(path, "w") as z:
+        for f in recordings:
+            for file in (f, f.with_suffix(".vtt")):
+                z.write(file, under + file.name)
+    return path
 
 
 def held_out(
