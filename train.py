@@ -121,7 +121,7 @@ def train(
         "in the manifest with the given vocabulary",
     ),
     hold_weight: float = Input(
-        default=0.0,
+        default=1.0,
         ge=0.0,
         le=100.0,
         description="Pull toward the base model's own predictions on every word but the "

@@ -313,7 +313,14 @@ def main() -> None:
             found = score(ct2_dir, report.vocabulary, held, real, args.seeds, natural)
             shutil.rmtree(ct2_dir.parent)
             scoring[0] += time.monotonic() - began
-            trajectory.append({"epoch": entry["epoch"], "val_wer": entry.get("wer"), **found})
+            trajectory.append(
+                {
+                    "epoch": entry["epoch"],
+                    "val_wer": entry.get("wer"),
+                    "general_wer": entry.get("general_wer"),
+                    **found,
+                }
+            )
             print(f"  {json.dumps(trajectory[-1])}", flush=True)
 
         start = time.monotonic()
@@ -363,6 +370,12 @@ def main() -> None:
             "audio_s_per_s": seconds * epochs / report.seconds,
             "val_wer": [report.wer_before, report.wer_after],
             "best_epoch": report.best_epoch,
+            # The trainer's own scores of each epoch (validation and general_data WER), from
+            # which it chose the kept one.
+            "history": [
+                {k: e.get(k) for k in ("epoch", "loss", "wer", "general_wer")}
+                for e in report.history
+            ],
             "every_epoch": trajectory[1:] and trajectory,
         }
         rows.append(row)

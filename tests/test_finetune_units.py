@@ -243,6 +243,33 @@ def test_best_epoch_weighs_general_speech_forgetting():
     assert epoch_score({"epoch": 3}, plain) < epoch_score({"epoch": 2}, plain)
 
 
+def test_the_latest_epoch_within_noise_of_the_best_is_kept():
+    from whisper_ft.finetune import TrainReport, keeps
+
+    report = TrainReport("en", 10, 1)
+    words = {"wer": 30}  # one validation window: a word is 3.3 points
+    first = {"epoch": 1, "wer": 10.0}  # 3 words wrong
+    history = [first, {"epoch": 2, "wer": 100 * 5 / 30}]
+    assert keeps(history[-1], history, report, words)  # 5 wrong: not told apart from 3
+    history.append({"epoch": 3, "wer": 40.0})  # 12 wrong: worse
+    assert not keeps(history[-1], history, report, words)
+    history.append({"epoch": 4, "wer": 0.0})  # a new best is always kept
+    assert keeps(history[-1], history, report, words)
+
+    # With general speech of 1000 words, a rise of 2 points (20 words) is measurable.
+    general = TrainReport("en", 10, 1, general_wer_before=8.0)
+    words = {"wer": 30, "general_wer": 1000}
+    history = [{"epoch": 1, "wer": 10.0, "general_wer": 8.0}]
+    history.append({"epoch": 2, "wer": 10.0, "general_wer": 10.0})
+    assert not keeps(history[-1], history, general, words)
+    history.append({"epoch": 3, "wer": 10.0, "general_wer": 8.5})
+    assert keeps(history[-1], history, general, words)
+    # Without validation the last epoch is kept.
+    plain = TrainReport("en", 10, 0)
+    history = [{"epoch": 1}, {"epoch": 2}]
+    assert keeps(history[-1], history, plain, {})
+
+
 def test_worse_general_speech_is_a_clear_warning(caplog):
     from whisper_ft.finetune import TrainReport, warn_if_worse
 

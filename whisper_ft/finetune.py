@@ -44,7 +44,7 @@ from whisper_ft.dataset import Dataset, Example, samples, sentences
 from whisper_ft.inputs import check_settings, setting
 from whisper_ft.transcribe import TASKS
 from whisper_ft.vocabulary import find_vocabulary
-from whisper_ft.wer import word_error_rate
+from whisper_ft.wer import reference_words, word_error_rate
 
 logger = logging.getLogger(__name__)
 
@@ -111,7 +111,7 @@ class TrainSettings:
     # Weight of a pull toward the base model's own predictions (a KL divergence, the adapter
     # switched off) on every label token but the vocabulary's, all of general_data's
     # included: the new words are learned, what the base model already reads is held (0: off).
-    hold_weight: float = setting(0.0, ge=0.0, le=100.0)
+    hold_weight: float = setting(1.0, ge=0.0, le=100.0)
     seed: int = setting(0, ge=0, le=2147483647)
     warmup_fraction: float = 0.1  # share of the steps spent warming up
     eval_batch_size: int = 8
@@ -370,6 +370,26 @@ def epoch_score(entry: dict, report: TrainReport) -> float:
     return entry.get("wer", 0.0) + rise
 
 
+def noise(a: float, b: float, words: int) -> float:
+    """One standard deviation of the difference between two WERs (in points) of one set of
+    `words` words, each WER's word errors taken as a Poisson count. A user's validation set
+    is often a few dozen words, where one word is several points."""
+    return 100 / words * math.sqrt((a + b) * words / 100)
+
+
+def keeps(entry: dict, history: Sequence[dict], report: TrainReport, words: dict) -> bool:
+    """Whether the epoch `entry` (the last of `history`) is kept: the best so far, or a later
+    one that no scored set (`words`: each set's word count) tells apart from the best. A
+    later epoch has trained longer on the user's words; an earlier one is kept only where
+    the later ones are measurably worse."""
+    best = min(history, key=lambda e: epoch_score(e, report))
+    return best is entry or all(
+        entry[key] - best[key] <= noise(entry[key], best[key], n)
+        for key, n in words.items()
+        if n and key in entry and key in best
+    )
+
+
 def warn_if_worse(report: TrainReport) -> None:
     """Log the before/after WERs of the kept epoch, with a warning for any that got worse."""
     pairs = (
@@ -485,7 +505,7 @@ class Run:
     scheduler: object = None
     total_steps: int = 0
     epochs: int = 0
-    best_state: dict | None = None  # the LoRA weights of the best epoch so far
+    best_state: dict | None = None  # the LoRA weights of the epoch kept so far
     torch_rng: dict | None = None  # torch's random state after the last whole step
     restore: dict | None = None  # torch's random state to set before the first step trained
     started: float = 0.0
@@ -626,6 +646,14 @@ def score_base_model(run: Run) -> None:
 
     before, general = run.position.before, run.general
     if run.saved is None and run.main:
+        scored = {"wer": run.dataset.validation}
+        if general is not None:
+            scored["general_wer"] = general.validation
+        before["words"] = {
+            key: reference_words([e.text for e in examples], run.language)
+            for key, examples in scored.items()
+            if examples
+        }
         if run.dataset.validation:
             before["wer"] = run.score(run.dataset.validation)
             logger.info("validation WER before training: %.2f%%", before["wer"])
@@ -845,7 +873,7 @@ def end_epoch(run: Run, epoch: int, seen: list[int]) -> None:
         run.emit("epoch", **entry)
         if run.hooks.on_epoch is not None:
             run.hooks.on_epoch(run.accelerator.unwrap_model(run.model), entry, report)
-        if position.best_score is None or epoch_score(entry, report) <= position.best_score:
+        if keeps(entry, position.history, report, position.before.get("words", {})):
             position.best_score, position.best_epoch = epoch_score(entry, report), epoch
             weights = get_peft_model_state_dict(run.accelerator.unwrap_model(run.model))
             run.best_state = copy.deepcopy(weights)

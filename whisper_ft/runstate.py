@@ -41,8 +41,8 @@ class Position:
     step: int = 0  # optimizer steps done in all
     losses: list[float] = field(default_factory=list)  # this epoch's losses so far
     history: list[dict] = field(default_factory=list)
-    best_epoch: int | None = None
-    best_score: float | None = None
+    best_epoch: int | None = None  # the epoch kept so far (finetune.keeps)
+    best_score: float | None = None  # its score
     before: dict = field(default_factory=dict)  # WERs before training, the vocabulary
 
 

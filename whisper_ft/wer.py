@@ -25,3 +25,9 @@ def word_error_rate(references: Sequence[str], hypotheses: Sequence[str], langua
     if not pairs:
         return 0.0
     return 100.0 * jiwer.wer([r for r, _ in pairs], [h for _, h in pairs])
+
+
+def reference_words(references: Sequence[str], language: str) -> int:
+    """How many words `word_error_rate` scores in `references`, after normalising."""
+    norm = normalizer(language)
+    return sum(len(norm(r).split()) for r in references)
