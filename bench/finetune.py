@@ -369,6 +369,7 @@ def main() -> None:
             "s_per_step": report.seconds / max(1, report.steps),
             "audio_s_per_s": seconds * epochs / report.seconds,
             "val_wer": [report.wer_before, report.wer_after],
+            "general_wer": [report.general_wer_before, report.general_wer_after],
             "best_epoch": report.best_epoch,
             # The trainer's own scores of each epoch (validation and general_data WER), from
             # which it chose the kept one.
