@@ -80,3 +80,12 @@ def test_settings_built_in_python_keep_the_declared_bounds():
         TranscribeSettings(beam_size=11).validate(multilingual=True)
     with pytest.raises(InputError, match="max_line_count: 0 is below the minimum of 1"):
         CueRules(max_line_count=0).validate()
+
+
+def test_a_missing_file_input_is_a_clear_error_on_the_command_line(tmp_path, capsys):
+    from whisper_ft.__main__ import main
+
+    for command, name in (("train", "train_data"), ("predict", "audio")):
+        assert main([command, "-o", str(tmp_path)]) == 2
+        error = capsys.readouterr().err
+        assert error.startswith(f"error: {name} is required: "), error

@@ -141,6 +141,19 @@ def _read_declarations(fn: Callable) -> dict[str, tuple[type, FieldInfo]]:
     return found
 
 
+def required_inputs(fn: Callable) -> set[str]:
+    """The inputs a call must give, by Cog's rule: no default, and a type that is not
+    optional (`audio: Path = Input(...)`, not `Path | None`)."""
+    hints = typing.get_type_hints(fn)
+    return {
+        name
+        for name, param in inspect.signature(fn).parameters.items()
+        if name != "self"
+        and _field_info(param.default).default is None
+        and typing.get_origin(hints.get(name)) not in (typing.Union, types.UnionType)
+    }
+
+
 def _is_declaration(value: Any) -> bool:
     """Whether value is an Input(...) declaration. Duck-typed: the Cog server may load the SDK
     under another module name, so its FieldInfo is not always this FieldInfo class."""
@@ -187,10 +200,13 @@ def check_inputs(fn: Callable, values: dict[str, Any]) -> dict[str, Any]:
             f"unknown input {', '.join(unknown)}; the inputs are: {', '.join(declared)}"
         )
     result = {}
+    required = required_inputs(fn)
     for name, (kind, info) in declared.items():
         value = values.get(name, info.default)
         if _is_declaration(value):  # called directly from Python, with the declaration itself
             value = info.default
+        if value is None and name in required:
+            raise InputError(f"{name} is required: {info.description or kind.__name__}")
         if value is None:
             result[name] = None
             continue
