@@ -646,20 +646,16 @@ def score_base_model(run: Run) -> None:
 
     before, general = run.position.before, run.general
     if run.saved is None and run.main:
-        scored = {"wer": run.dataset.validation}
-        if general is not None:
-            scored["general_wer"] = general.validation
-        before["words"] = {
-            key: reference_words([e.text for e in examples], run.language)
-            for key, examples in scored.items()
-            if examples
+        scored = {
+            ("wer", "validation"): run.dataset.validation,
+            ("general_wer", "general speech"): general.validation if general else [],
         }
-        if run.dataset.validation:
-            before["wer"] = run.score(run.dataset.validation)
-            logger.info("validation WER before training: %.2f%%", before["wer"])
-        if general is not None and general.validation:
-            before["general_wer"] = run.score(general.validation)
-            logger.info("general speech WER before training: %.2f%%", before["general_wer"])
+        before["words"] = {}
+        for (key, name), examples in scored.items():
+            if examples:
+                before["words"][key] = reference_words([e.text for e in examples], run.language)
+                before[key] = run.score(examples)
+                logger.info("%s WER before training: %.2f%%", name, before[key])
         before["vocabulary"] = learn_vocabulary(
             run.model, run.processor, run.dataset.train, run.language, run.settings
         )
@@ -874,7 +870,7 @@ def end_epoch(run: Run, epoch: int, seen: list[int]) -> None:
         if run.hooks.on_epoch is not None:
             run.hooks.on_epoch(run.accelerator.unwrap_model(run.model), entry, report)
         if keeps(entry, position.history, report, position.before.get("words", {})):
-            position.best_score, position.best_epoch = epoch_score(entry, report), epoch
+            position.best_epoch = epoch
             weights = get_peft_model_state_dict(run.accelerator.unwrap_model(run.model))
             run.best_state = copy.deepcopy(weights)
     position.epoch, position.steps_in_epoch, position.losses = epoch + 1, 0, []

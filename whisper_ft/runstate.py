@@ -42,7 +42,6 @@ class Position:
     losses: list[float] = field(default_factory=list)  # this epoch's losses so far
     history: list[dict] = field(default_factory=list)
     best_epoch: int | None = None  # the epoch kept so far (finetune.keeps)
-    best_score: float | None = None  # its score
     before: dict = field(default_factory=dict)  # WERs before training, the vocabulary
 
 
