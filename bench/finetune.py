@@ -88,6 +88,24 @@ def served(model, processor, base_dir: Path, folder: Path) -> Path:
     return write_models(merge(copy.deepcopy(model)), processor, base_dir, root)
 
 
+# With --parts: the kept change scaled in the encoder and in the decoder before merging, (1, 1)
+# being the model as trained: where what is learned, and what is forgotten, sits.
+PARTS = ((0.0, 1.0), (0.5, 1.0), (1.0, 0.5), (1.0, 0.0))
+
+
+def scaled(model, encoder: float, decoder: float):
+    """A copy of the LoRA model with the change of its encoder's and its decoder's adapters
+    scaled (lora_B times the factor: the change is B @ A)."""
+    import torch
+
+    model = copy.deepcopy(model)
+    with torch.no_grad():
+        for name, weights in model.named_parameters():
+            if "lora_B" in name:
+                weights.mul_(encoder if ".encoder." in name else decoder)
+    return model
+
+
 def sane(transcript) -> bool:
     """Segments are ordered, non-empty and inside the audio."""
     previous = 0.0
@@ -210,6 +228,11 @@ def main() -> None:
     parser.add_argument("--sweep", nargs="*", default=[], help="JSON recipes to compare")
     parser.add_argument("--no-default", action="store_true", help="run only the --sweep recipes")
     parser.add_argument("--every-epoch", action="store_true", help="score after every epoch")
+    parser.add_argument(
+        "--parts",
+        action="store_true",
+        help="also score the kept change with its encoder and decoder parts scaled (PARTS)",
+    )
     # Trainings from other seeds differ far more than seeded scorings of one training
     # (BENCHMARKS.md), so a recipe is judged by the mean of three trainings by default.
     parser.add_argument("--seeds", type=int, default=1, help="scoring passes to average")
@@ -234,11 +257,12 @@ def main() -> None:
     )
     parser.add_argument(
         "--general",
-        choices=("none", "raven"),
+        choices=("none", "raven", "everyday"),
         default="none",
         help="general speech replayed in training and scored for the kept epoch "
         "(general_data): none, or the Raven reading of ../shared/longform (one real reader, "
-        "4.8 min, with its line timings)",
+        "4.8 min, with its line timings), or everyday sentences (no new names) in the "
+        "training voices",
     )
     args = parser.parse_args()
     if args.seeds < 1 or args.train_seeds < 1:
@@ -271,11 +295,12 @@ def main() -> None:
     real = shared_speech.files("en", shared_speech.GENERAL)
     base_dir = hf_model(args.model)
     dataset = load_dataset(train_zip, folder / "work", validation_fraction=0.1)
-    general = (
-        load_dataset(raven_zip(folder), folder / "general", validation_fraction=0.5)
-        if args.general == "raven"
-        else None
-    )
+    general = None
+    if args.general == "raven":
+        general = load_dataset(raven_zip(folder), folder / "general", validation_fraction=0.5)
+    elif args.general == "everyday":
+        everyday = vocab.everyday_zip(folder / "everyday", train_voices)
+        general = load_dataset(everyday, folder / "general", validation_fraction=0.25)
     seconds = sum(e.audio.size for e in dataset.train) / SAMPLE_RATE
     print(
         f"dataset: {len(dataset.train)} train / {len(dataset.validation)} validation windows, "
@@ -337,6 +362,13 @@ def main() -> None:
         ct2_dir = served(model, processor, base_dir, folder)
         after = score(ct2_dir, report.vocabulary, held, real, args.seeds, natural)
         shutil.rmtree(ct2_dir.parent)
+        parts = []
+        for encoder, decoder in PARTS if args.parts else ():
+            ct2_dir = served(scaled(model, encoder, decoder), processor, base_dir, folder)
+            found = score(ct2_dir, [], held, real, args.seeds, natural)
+            shutil.rmtree(ct2_dir.parent)
+            parts.append({"encoder": encoder, "decoder": decoder, **found})
+            print(f"  parts {json.dumps(parts[-1])}", flush=True)
         epochs = (
             report.steps * settings.batch_size * settings.gradient_accumulation / len(dataset.train)
         )
@@ -378,6 +410,7 @@ def main() -> None:
                 for e in report.history
             ],
             "every_epoch": trajectory[1:] and trajectory,
+            "parts": parts,
         }
         rows.append(row)
         print(json.dumps(row), flush=True)
@@ -433,6 +466,16 @@ def main() -> None:
                     f"| {t['epoch']} | {t.get('val_wer', '-')} | {t['recall']:.0f}% "
                     f"({t.get('recall_natural', float('nan')):.0f}% natural) | "
                     f"{t.get('real_wer', float('nan')):.2f}% |"
+                )
+        if r["parts"]:
+            print(
+                f"\n{r['recipe']}{seeded(r)}: | encoder x | decoder x | recall | real-speech WER |"
+            )
+            for t in r["parts"]:
+                print(
+                    f"| {t['encoder']} | {t['decoder']} | {t['recall']:.1f}% "
+                    f"({t.get('recall_natural', float('nan')):.1f}% natural) | "
+                    f"{t['real_wer']:.2f}% |"
                 )
     print(f"written: {out}")
 

@@ -232,6 +232,41 @@ def test_the_hold_pulls_everything_but_the_taught_terms_toward_the_base_model(pr
                 p.copy_(value)
 
 
+def test_the_benchmark_scales_the_encoders_and_the_decoders_change_apart(processor, adapted):
+    from bench.finetune import scaled
+
+    model, features = adapted
+    labels = labels_batch(processor, "Please open the door.")
+
+    def encoded(m):
+        return m.get_base_model().model.encoder(features).last_hidden_state
+
+    lora = [p for n, p in model.named_parameters() if "lora_B" in n]
+    saved = [p.detach().clone() for p in lora]
+    try:
+        with torch.no_grad():
+            for p in lora:
+                p.normal_(std=0.05)
+            with model.disable_adapter():
+                base, base_logits = encoded(model), model(features, labels=labels).logits
+            trained, trained_logits = encoded(model), model(features, labels=labels).logits
+            assert not torch.allclose(trained, base, atol=1e-4)
+            # The encoder's change dropped: the encoder reads as the base model's.
+            decoder_only = scaled(model, 0.0, 1.0)
+            assert torch.allclose(encoded(decoder_only), base, atol=1e-5)
+            # The decoder's dropped: the encoder as trained, the decoder's adapters zero.
+            encoder_only = scaled(model, 1.0, 0.0)
+            assert torch.allclose(encoded(encoder_only), trained, atol=1e-5)
+            both_dropped = scaled(model, 0.0, 0.0)(features, labels=labels).logits
+            assert torch.allclose(both_dropped, base_logits, atol=1e-4)
+            # The model scaled is a copy: the one trained is as it was.
+            assert torch.allclose(model(features, labels=labels).logits, trained_logits)
+    finally:
+        with torch.no_grad():
+            for p, value in zip(lora, saved, strict=True):
+                p.copy_(value)
+
+
 def test_best_epoch_weighs_general_speech_forgetting():
     from whisper_ft.finetune import TrainReport, epoch_score
 

@@ -149,11 +149,11 @@ def general_zip(folder: Path) -> Path:
     return zipped(files, folder / "general.zip")
 
 
-def everyday_zip(folder: Path) -> Path:
+def everyday_zip(folder: Path, voices=TRAIN_VOICES) -> Path:
     """A training zip with no new words: the everyday sentences of `general_data`, each in
-    every training voice, four to a recording."""
+    every voice, four to a recording."""
     files = []
-    for v, voice in enumerate(TRAIN_VOICES):
+    for v, voice in enumerate(voices):
         spoken = speak_all(list(GENERAL_DATA_SENTENCES), folder / f"everyday_voice{v}", voice)
         for r in range(0, len(spoken), 4):
             files.append(recording(spoken[r : r + 4], folder / f"everyday{v}_{r}.flac"))
