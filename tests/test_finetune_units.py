@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import tempfile
 from pathlib import Path
 
@@ -172,6 +173,23 @@ def adapted(processor):
     return model, features
 
 
+@contextlib.contextmanager
+def moved_adapter(model):
+    """The adapter moved away from the identity (random lora_B) for a while, as training
+    moves it; put back as it was after."""
+    lora = [p for n, p in model.named_parameters() if "lora_B" in n]
+    saved = [p.detach().clone() for p in lora]
+    try:
+        with torch.no_grad():
+            for p in lora:
+                p.normal_(std=0.05)
+        yield
+    finally:
+        with torch.no_grad():
+            for p, value in zip(lora, saved, strict=True):
+                p.copy_(value)
+
+
 def labels_batch(processor, text: str) -> torch.Tensor:
     ids = processor.tokenizer.convert_tokens_to_ids(["<|notimestamps|>"])
     ids += processor.tokenizer.encode(" " + text, add_special_tokens=False) + [EOT]
@@ -208,28 +226,19 @@ def test_the_hold_pulls_everything_but_the_taught_terms_toward_the_base_model(pr
     inputs = {"input_features": features, "labels": corrected}
     with torch.no_grad():  # a fresh adapter is the identity: nothing has moved yet
         assert hold_loss(model, inputs, model(**inputs).logits, terms) < 1e-6
-    lora = [p for n, p in model.named_parameters() if "lora_B" in n]
-    saved = [p.detach().clone() for p in lora]
-    try:
-        with torch.no_grad():
-            for p in lora:
-                p.normal_(std=0.05)
-            moved = model(**inputs).logits
-            held = hold_loss(model, inputs, moved, terms)
-            assert held > 0  # the words around the term have moved away from the base model's
-            # The term's own tokens are free: moving only them costs nothing.
-            only_term = model(**inputs).logits.clone()
-            with model.disable_adapter():
-                base = model(**inputs).logits
-            outside = ~spans(corrected, terms)
-            only_term[outside] = base[outside]
-            assert hold_loss(model, inputs, only_term, terms) < 1e-6
-            # Without taught terms every token is held, the term's too.
-            assert hold_loss(model, inputs, moved, []) > held
-    finally:
-        with torch.no_grad():
-            for p, value in zip(lora, saved, strict=True):
-                p.copy_(value)
+    with moved_adapter(model), torch.no_grad():
+        moved = model(**inputs).logits
+        held = hold_loss(model, inputs, moved, terms)
+        assert held > 0  # the words around the term have moved away from the base model's
+        # The term's own tokens are free: moving only them costs nothing.
+        only_term = model(**inputs).logits.clone()
+        with model.disable_adapter():
+            base = model(**inputs).logits
+        outside = ~spans(corrected, terms)
+        only_term[outside] = base[outside]
+        assert hold_loss(model, inputs, only_term, terms) < 1e-6
+        # Without taught terms every token is held, the term's too.
+        assert hold_loss(model, inputs, moved, []) > held
 
 
 def test_the_benchmark_scales_the_encoders_and_the_decoders_change_apart(processor, adapted):
@@ -241,30 +250,21 @@ def test_the_benchmark_scales_the_encoders_and_the_decoders_change_apart(process
     def encoded(m):
         return m.get_base_model().model.encoder(features).last_hidden_state
 
-    lora = [p for n, p in model.named_parameters() if "lora_B" in n]
-    saved = [p.detach().clone() for p in lora]
-    try:
-        with torch.no_grad():
-            for p in lora:
-                p.normal_(std=0.05)
-            with model.disable_adapter():
-                base, base_logits = encoded(model), model(features, labels=labels).logits
-            trained, trained_logits = encoded(model), model(features, labels=labels).logits
-            assert not torch.allclose(trained, base, atol=1e-4)
-            # The encoder's change dropped: the encoder reads as the base model's.
-            decoder_only = scaled(model, 0.0, 1.0)
-            assert torch.allclose(encoded(decoder_only), base, atol=1e-5)
-            # The decoder's dropped: the encoder as trained, the decoder's adapters zero.
-            encoder_only = scaled(model, 1.0, 0.0)
-            assert torch.allclose(encoded(encoder_only), trained, atol=1e-5)
-            both_dropped = scaled(model, 0.0, 0.0)(features, labels=labels).logits
-            assert torch.allclose(both_dropped, base_logits, atol=1e-4)
-            # The model scaled is a copy: the one trained is as it was.
-            assert torch.allclose(model(features, labels=labels).logits, trained_logits)
-    finally:
-        with torch.no_grad():
-            for p, value in zip(lora, saved, strict=True):
-                p.copy_(value)
+    with moved_adapter(model), torch.no_grad():
+        with model.disable_adapter():
+            base, base_logits = encoded(model), model(features, labels=labels).logits
+        trained, trained_logits = encoded(model), model(features, labels=labels).logits
+        assert not torch.allclose(trained, base, atol=1e-4)
+        # The encoder's change dropped: the encoder reads as the base model's.
+        decoder_only = scaled(model, 0.0, 1.0)
+        assert torch.allclose(encoded(decoder_only), base, atol=1e-5)
+        # The decoder's dropped: the encoder as trained, the decoder's adapters zero.
+        encoder_only = scaled(model, 1.0, 0.0)
+        assert torch.allclose(encoded(encoder_only), trained, atol=1e-5)
+        both_dropped = scaled(model, 0.0, 0.0)(features, labels=labels).logits
+        assert torch.allclose(both_dropped, base_logits, atol=1e-4)
+        # The model scaled is a copy: the one trained is as it was.
+        assert torch.allclose(model(features, labels=labels).logits, trained_logits)
 
 
 def test_best_epoch_weighs_general_speech_forgetting():
