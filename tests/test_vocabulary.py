@@ -88,3 +88,21 @@ def test_absent_from_leaves_out_the_entries_a_text_says():
     text = "We moved the team to zentrafy, then to GPT 4o."
     assert absent_from(vocabulary, text) == ["Klombrix", "Mixtral"]
     assert absent_from(vocabulary, "Nothing new here.") == vocabulary
+
+
+def test_a_spelling_that_differs_only_in_case_is_taught(tokenizer):
+    references = [
+        "Yesterday we installed SOLAR at home.",
+        "They compared Trelis with the old system.",
+        "The new version is ready today.",
+    ]
+    heard = [
+        "Yesterday we installed solar at home.",  # the user's capitals: a miss to learn
+        "They compared trelis with the old system.",  # a name inside a sentence, lower-cased
+        "the new version is ready today.",  # a sentence's own capital: nothing to learn
+    ]
+    found = find_vocabulary(references, heard, tokenizer)
+    assert {"SOLAR", "Trelis"} <= set(found)
+    assert find_vocabulary(references, references, tokenizer) == []
+    # A name at the start of a sentence is heard whatever its case.
+    assert find_vocabulary(["Trelis works well."], ["trelis works well."], tokenizer) == []

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 
 WORD = re.compile(r"[^\W_](?:[\w'’.-]*\w)?")  # a word, keeping inner hyphens/apostrophes/dots
 MAX_PROMPT_TOKENS = 150  # Whisper's prompt may hold 223 tokens; leave room for previous text
+SENTENCE_END = re.compile(r"[.!?…]")  # between two words: the second starts a sentence
 MISSED_SHARE = 0.5  # a word is new when the base model missed at least half its uses
 
 
@@ -37,20 +38,27 @@ def find_vocabulary(
     missed in at least half of their uses, and that its tokenizer splits into two or more
     pieces (names and rare words, not common words misheard once), most frequent first,
     after the `given` ones; as many as fit a prompt of MAX_PROMPT_TOKENS."""
-    used, missed, spelling = Counter(), Counter(), {}
+    used, missed, spelling, cased = Counter(), Counter(), {}, set()
     for reference, hypothesis in zip(references, hypotheses, strict=True):
-        heard = {_key(w) for w in words(hypothesis)}
-        for word in words(reference):
+        heard = set(words(hypothesis))
+        heard_keys = {_key(w) for w in heard}
+        for word, starts_sentence in _words_in_sentences(reference):
             key = _key(word)
             spelling.setdefault(key, word)
             used[key] += 1
-            missed[key] += key not in heard
+            # A word whose case is its own (SOLAR, GPT-4o, a name inside a sentence) is heard
+            # only as written; the base model's "solar" for it is a miss to learn.
+            if _cased(word, starts_sentence):
+                missed[key] += word not in heard
+                cased.add(key)
+            else:
+                missed[key] += key not in heard_keys
     found = [
         spelling[key]
         for key in sorted(missed, key=lambda k: -missed[k])  # stable: ties keep text order
         if missed[key]
         and missed[key] >= MISSED_SHARE * used[key]
-        and _rare(spelling[key], tokenizer)
+        and _rare(spelling[key], tokenizer, as_written=key in cased)
     ]
     chosen: list[str] = []
     seen: set[str] = set()
@@ -62,6 +70,23 @@ def find_vocabulary(
         chosen.append(word)
         seen.add(_key(word))
     return chosen
+
+
+def _words_in_sentences(text: str) -> list[tuple[str, bool]]:
+    """The words of `text`, each with whether it starts a sentence (its capital is then the
+    sentence's, not the word's)."""
+    found, end = [], None
+    for match in WORD.finditer(text):
+        starts = end is None or bool(SENTENCE_END.search(text[end : match.start()]))
+        found.append((match.group(), starts))
+        end = match.end()
+    return found
+
+
+def _cased(word: str, starts_sentence: bool) -> bool:
+    """Whether a word's case is part of its spelling: a capital after its first letter
+    (SOLAR, GPT-4o, iPhone), or a capital first letter inside a sentence (a name)."""
+    return any(c.isupper() for c in word[1:]) or (word[:1].isupper() and not starts_sentence)
 
 
 def absent_from(vocabulary: Sequence[str], text: str) -> list[str]:
@@ -81,12 +106,14 @@ def _tokens(text: str, tokenizer) -> int:
     return len(tokenizer.encode(" " + text, add_special_tokens=False))
 
 
-def _rare(word: str, tokenizer) -> bool:
+def _rare(word: str, tokenizer, as_written: bool = False) -> bool:
     """Not a common word: no casing of it, with or without a leading space, is a single token
-    of the tokenizer (a multilingual tokenizer splits " today" but keeps " Today" whole)."""
+    of the tokenizer (a multilingual tokenizer splits " today" but keeps " Today" whole).
+    `as_written`: only the word's own casing counts, for a word whose case is its spelling
+    ("SOLAR" is rare where "solar" is not)."""
     if len(word) < 3 or word.isdigit():
         return False
-    casings = {word, word.lower(), word.capitalize()}
+    casings = {word} if as_written else {word, word.lower(), word.capitalize()}
     return all(
         len(tokenizer.encode(space + w, add_special_tokens=False)) >= 2
         for w in casings
