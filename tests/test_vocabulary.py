@@ -104,5 +104,10 @@ def test_a_spelling_that_differs_only_in_case_is_taught(tokenizer):
     found = find_vocabulary(references, heard, tokenizer)
     assert {"SOLAR", "Trelis"} <= set(found)
     assert find_vocabulary(references, references, tokenizer) == []
-    # A name at the start of a sentence is heard whatever its case.
+    # A name at the start of a sentence is heard whatever its case, and is kept as it is
+    # written inside one.
     assert find_vocabulary(["Trelis works well."], ["trelis works well."], tokenizer) == []
+    found = find_vocabulary(
+        ["Solar works.", "We use SOLAR."], ["solar works.", "We use solar."], tokenizer
+    )
+    assert found == ["SOLAR"]

@@ -44,15 +44,16 @@ def find_vocabulary(
         heard_keys = {_key(w) for w in heard}
         for word, starts_sentence in _words_in_sentences(reference):
             key = _key(word)
-            spelling.setdefault(key, word)
             used[key] += 1
             # A word whose case is its own (SOLAR, GPT-4o, a name inside a sentence) is heard
-            # only as written; the base model's "solar" for it is a miss to learn.
+            # only as written, and kept so; the base model's "solar" for it is a miss to learn.
             if _cased(word, starts_sentence):
                 missed[key] += word not in heard
+                spelling[key] = word
                 cased.add(key)
             else:
                 missed[key] += key not in heard_keys
+                spelling.setdefault(key, word)
     found = [
         spelling[key]
         for key in sorted(missed, key=lambda k: -missed[k])  # stable: ties keep text order
