@@ -257,12 +257,12 @@ def main() -> None:
     )
     parser.add_argument(
         "--general",
-        choices=("none", "raven", "everyday"),
+        choices=("none", "raven", "everyday", "rare"),
         default="none",
         help="general speech replayed in training and scored for the kept epoch "
         "(general_data): none, or the Raven reading of ../shared/longform (one real reader, "
         "4.8 min, with its line timings), or everyday sentences (no new names) in the "
-        "training voices",
+        "training voices, or sentences of rare real words and names in the training voices",
     )
     args = parser.parse_args()
     if args.seeds < 1 or args.train_seeds < 1:
@@ -298,9 +298,10 @@ def main() -> None:
     general = None
     if args.general == "raven":
         general = load_dataset(raven_zip(folder), folder / "general", validation_fraction=0.5)
-    elif args.general == "everyday":
-        everyday = vocab.everyday_zip(folder / "everyday", train_voices)
-        general = load_dataset(everyday, folder / "general", validation_fraction=0.25)
+    elif args.general in ("everyday", "rare"):
+        texts = {"everyday": vocab.GENERAL_DATA_SENTENCES, "rare": vocab.RARE_WORD_SENTENCES}
+        spoken = vocab.everyday_zip(folder / "everyday", train_voices, texts[args.general])
+        general = load_dataset(spoken, folder / "general", validation_fraction=0.25)
     seconds = sum(e.audio.size for e in dataset.train) / SAMPLE_RATE
     print(
         f"dataset: {len(dataset.train)} train / {len(dataset.validation)} validation windows, "

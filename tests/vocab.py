@@ -69,6 +69,26 @@ GENERAL_DATA_SENTENCES = (
     "The museum opens at nine and closes at five.",
     "She wrote a long letter to her grandmother.",
 )
+# General speech full of rare real words and names, spelled as dictionaries spell them
+# (bench.finetune --general rare): what a model taught new names must still write as before.
+RARE_WORD_SENTENCES = (
+    "Our guide in Saskatchewan spoke about the ephemeral beauty of the prairie.",
+    "Professor Abernathy gave a lugubrious speech about the archipelago.",
+    "The cantankerous old man from Kalamazoo grew rhododendrons.",
+    "A perspicacious reader will notice the labyrinth in chapter three.",
+    "Mrs Kowalski served gazpacho and quinoa to her guests.",
+    "The orchestra played Tchaikovsky and a little Dvorak.",
+    "We flew from Reykjavik to Winnipeg on a cold morning.",
+    "Doctor Nakamura studies the pernicious effects of mould.",
+    "Their lawyer tried to obfuscate the details of the contract.",
+    "The painter likes to juxtapose chrysanthemums with lilies.",
+    "Mister Pemberton bought a ukulele and a small xylophone.",
+    "It was pure serendipity that we met in Chattanooga.",
+    "Her idiosyncratic taste runs to marmalade and kaleidoscopes.",
+    "The Hargreaves family moved to Albuquerque in the spring.",
+    "His quixotic plan was to sail from Tallahassee alone.",
+    "The mellifluous voice of Miss Lindqvist filled the hall.",
+)
 TRAIN_VOICES = (("en-us", 150), ("en-us+m3", 140), ("en-gb", 160))
 HELD_OUT_VOICE = ("en-us+f2", 150)
 # The benchmark's speakers: men and women, American and British, slow and quick.
@@ -149,12 +169,12 @@ def general_zip(folder: Path) -> Path:
     return zipped(files, folder / "general.zip")
 
 
-def everyday_zip(folder: Path, voices=TRAIN_VOICES) -> Path:
-    """A training zip with no new words: the everyday sentences of `general_data`, each in
-    every voice, four to a recording."""
+def everyday_zip(folder: Path, voices=TRAIN_VOICES, texts=GENERAL_DATA_SENTENCES) -> Path:
+    """A training zip with no new words: the everyday sentences of `general_data` (or
+    `texts`), each in every voice, four to a recording."""
     files = []
     for v, voice in enumerate(voices):
-        spoken = speak_all(list(GENERAL_DATA_SENTENCES), folder / f"everyday_voice{v}", voice)
+        spoken = speak_all(list(texts), folder / f"everyday_voice{v}", voice)
         for r in range(0, len(spoken), 4):
             files.append(recording(spoken[r : r + 4], folder / f"everyday{v}_{r}.flac"))
     return zipped(files, folder / "everyday.zip")
