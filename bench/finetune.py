@@ -49,7 +49,13 @@ from tests import vocab
 from whisper_ft.archive import merge, write_models
 from whisper_ft.audio import SAMPLE_RATE
 from whisper_ft.dataset import load_dataset
-from whisper_ft.finetune import LoraSettings, TrainSettings, finetune, learn_vocabulary
+from whisper_ft.finetune import (
+    LoraSettings,
+    TrainSettings,
+    finetune,
+    learn_vocabulary,
+    term_token_ids,
+)
 from whisper_ft.transcribe import Transcriber, TranscribeSettings
 from whisper_ft.vocabulary import as_hotwords
 from whisper_ft.weights import ct2_model, hf_model
@@ -356,7 +362,10 @@ def main() -> None:
             settings,
             lora,
             general,
-            hooks=research.hooks(on_epoch=score_epoch if args.every_epoch else None),
+            hooks=research.hooks(
+                term_token_ids(processor.tokenizer, words),
+                on_epoch=score_epoch if args.every_epoch else None,
+            ),
         )
         train_s = time.monotonic() - start - scoring[0]
         report.seconds -= scoring[0]

@@ -12,6 +12,10 @@ They reach a run through `whisper_ft.finetune.Hooks`; BENCHMARKS.md has what eac
   - encoder_weight: a pull of the encoder's output toward the base model's on the training
     audio (the adapter switched off), so the encoder hears the training voices without
     hearing everyone else differently.
+  - replay_cross_entropy: with False, an example that writes none of the run's vocabulary
+    (in the benchmark, a replayed general sentence) has no cross-entropy: the recipe's pull
+    alone holds it to the base model's reading, so rare sounds are not learned as new
+    spellings of their own.
   - prompt_fraction, absent_prompt_fraction: some examples read the run's vocabulary as a
     prompt, some of those without the words they say (a prompt word is no proof that it was
     spoken), as the served model reads it with `use_vocabulary`.
@@ -26,7 +30,7 @@ from dataclasses import dataclass
 import torch
 
 from whisper_ft.dataset import Example
-from whisper_ft.finetune import Hooks, Labeller, base_logits, divergence
+from whisper_ft.finetune import Hooks, Labeller, base_logits, divergence, spans
 from whisper_ft.vocabulary import absent_from, as_hotwords
 
 
@@ -37,15 +41,20 @@ class Research:
     distill_weight: float = 0.0  # weight of the pull toward the base model (self-distillation)
     known_labels: bool = True  # train on label tokens the base model already gets right too
     encoder_weight: float = 0.0  # weight of the pull of the encoder's output toward the base's
+    replay_cross_entropy: bool = True  # False: examples without a taught term are only held
 
-    def hooks(self, **given) -> Hooks:
-        """The run's hooks, with `given` ones (on_epoch)."""
+    def hooks(self, term_ids: Sequence[Sequence[int]] = (), **given) -> Hooks:
+        """The run's hooks, with `given` ones (on_epoch); `term_ids`, the token sequences
+        of the run's vocabulary (whisper_ft.finetune.term_token_ids)."""
         corrections = self.distill_weight > 0 or not self.known_labels
+        held_only = not self.replay_cross_entropy
         loss = None
-        if corrections or self.encoder_weight > 0:
+        if corrections or self.encoder_weight > 0 or held_only:
 
             def loss(model, inputs, output):
                 total = output.loss
+                if held_only:
+                    total = taught_rows_loss(inputs, output.logits, term_ids)
                 if corrections:
                     total = corrections_loss(
                         model, inputs, output.logits, self.distill_weight, self.known_labels
@@ -80,6 +89,20 @@ def corrections_loss(
     if known_weight > 0:
         loss = loss + known_weight * divergence(teacher, logits, known) / total
     return loss
+
+
+def taught_rows_loss(
+    inputs: dict, logits: torch.Tensor, term_ids: Sequence[Sequence[int]]
+) -> torch.Tensor:
+    """The cross-entropy of the examples that write a taught term, averaged over all label
+    tokens as the recipe's is: the others (replayed general speech) are left to the pull."""
+    labels = inputs["labels"]
+    valid = labels != -100
+    taught = spans(labels, term_ids).any(dim=1, keepdim=True) & valid
+    ce = torch.nn.functional.cross_entropy(
+        logits.float().transpose(1, 2), labels, ignore_index=-100, reduction="none"
+    )
+    return ce[taught].sum() / valid.sum().clamp(min=1)
 
 
 def encoder_drift(model, inputs: dict, output) -> torch.Tensor:

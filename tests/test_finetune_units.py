@@ -216,6 +216,29 @@ def test_corrections_loss_trains_only_what_the_base_model_gets_wrong(processor, 
                 assert torch.isclose(full, output.loss, rtol=1e-3)  # = plain cross-entropy
 
 
+def test_replay_without_cross_entropy_trains_only_the_rows_that_write_a_taught_term(processor):
+    from bench.research import taught_rows_loss
+    from whisper_ft.finetune import term_token_ids
+
+    terms = term_token_ids(processor.tokenizer, ["Zentrafy"])
+    taught = labels_batch(processor, "Please open the Zentrafy.")[0]
+    general = labels_batch(processor, "We flew from Reykjavik to Winnipeg on a cold morning.")[0]
+    width = max(len(taught), len(general))
+    labels = torch.full((2, width), -100)
+    labels[0, : len(taught)], labels[1, : len(general)] = taught, general
+    logits = torch.randn(
+        2, width, len(processor.tokenizer), generator=torch.Generator().manual_seed(0)
+    )
+    per_token = torch.nn.functional.cross_entropy(
+        logits.transpose(1, 2), labels, ignore_index=-100, reduction="none"
+    )
+    loss = taught_rows_loss({"labels": labels}, logits, terms)
+    valid = (labels != -100).sum()
+    assert torch.isclose(loss, per_token[0].sum() / valid)  # the general row costs nothing
+    only_general = taught_rows_loss({"labels": labels[1:]}, logits[1:], terms)
+    assert only_general == 0.0
+
+
 def test_the_hold_pulls_everything_but_the_taught_terms_toward_the_base_model(processor, adapted):
     from whisper_ft.finetune import hold_loss, spans, term_token_ids
 
