@@ -80,9 +80,7 @@ def corrections_loss(
     teacher = base_logits(model, inputs)
     valid = labels != -100
     known = valid & (teacher.argmax(-1) == labels)
-    ce = torch.nn.functional.cross_entropy(
-        logits.float().transpose(1, 2), labels, ignore_index=-100, reduction="none"
-    )
+    ce = token_cross_entropy(logits, labels)
     trained = valid if known_labels else valid & ~known
     total = valid.sum().clamp(min=1)
     loss = ce[trained].sum() / total
@@ -99,10 +97,14 @@ def taught_rows_loss(
     labels = inputs["labels"]
     valid = labels != -100
     taught = spans(labels, term_ids).any(dim=1, keepdim=True) & valid
-    ce = torch.nn.functional.cross_entropy(
+    return token_cross_entropy(logits, labels)[taught].sum() / valid.sum().clamp(min=1)
+
+
+def token_cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Each label token's cross-entropy (0 where the label is -100)."""
+    return torch.nn.functional.cross_entropy(
         logits.float().transpose(1, 2), labels, ignore_index=-100, reduction="none"
     )
-    return ce[taught].sum() / valid.sum().clamp(min=1)
 
 
 def encoder_drift(model, inputs: dict, output) -> torch.Tensor:
