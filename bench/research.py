@@ -16,6 +16,11 @@ They reach a run through `whisper_ft.finetune.Hooks`; BENCHMARKS.md has what eac
     (in the benchmark, a replayed general sentence) has no cross-entropy: the recipe's pull
     alone holds it to the base model's reading, so rare sounds are not learned as new
     spellings of their own.
+  - spec_augment: SpecAugment (Park et al., 2019) on the training audio: this many bands
+    of mel channels (each up to 15% of them) and this many stretches of the spoken frames
+    (each up to 10% of them) set to the row's mean, the model and the pull's base model
+    reading the same masked features, so the words are learned from more than one cue of
+    the voice.
   - prompt_fraction, absent_prompt_fraction: some examples read the run's vocabulary as a
     prompt, some of those without the words they say (a prompt word is no proof that it was
     spoken), as the served model reads it with `use_vocabulary`.
@@ -42,6 +47,7 @@ class Research:
     known_labels: bool = True  # train on label tokens the base model already gets right too
     encoder_weight: float = 0.0  # weight of the pull of the encoder's output toward the base's
     replay_cross_entropy: bool = True  # False: examples without a taught term are only held
+    spec_augment: int = 0  # frequency bands and time stretches masked in each example
 
     def hooks(self, term_ids: Sequence[Sequence[int]] = (), **given) -> Hooks:
         """The run's hooks, with `given` ones (on_epoch); `term_ids`, the token sequences
@@ -66,7 +72,35 @@ class Research:
         def prompt(example, vocabulary, labeller, rng):
             return training_prompt(example, vocabulary, labeller, self, rng)
 
-        return Hooks(loss=loss, prompt=prompt, **given)
+        features = None
+        if self.spec_augment > 0:
+
+            def features(batch, frames, rng):
+                return spec_augment(batch, frames, self.spec_augment, rng)
+
+        return Hooks(loss=loss, prompt=prompt, features=features, **given)
+
+
+def spec_augment(
+    features: torch.Tensor, frames: Sequence[int], masks: int, rng: random.Random
+) -> torch.Tensor:
+    """`masks` bands of mel channels (up to 15% of them each) and `masks` stretches of each
+    row's spoken frames (up to 10% of them each) set to that row's mean over its speech;
+    the padding after the speech is left as it is."""
+    features = features.clone()
+    channels, width = features.shape[1], features.shape[2]
+    for row, spoken in enumerate(frames):
+        spoken = max(1, min(spoken, width))
+        speech = features[row, :, :spoken]
+        mean = speech.mean()
+        for _ in range(masks):
+            band = rng.randint(0, int(0.15 * channels))
+            low = rng.randint(0, channels - band)
+            speech[low : low + band, :] = mean
+            stretch = rng.randint(0, int(0.1 * spoken))
+            start = rng.randint(0, spoken - stretch)
+            speech[:, start : start + stretch] = mean
+    return features
 
 
 def corrections_loss(

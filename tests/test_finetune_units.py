@@ -239,6 +239,27 @@ def test_replay_without_cross_entropy_trains_only_the_rows_that_write_a_taught_t
     assert only_general == 0.0
 
 
+def test_spec_augment_masks_bands_and_stretches_of_the_speech_and_leaves_the_padding():
+    import random
+
+    from bench.research import spec_augment
+
+    features = torch.randn(2, 80, 3000, generator=torch.Generator().manual_seed(0))
+    original, spoken = features.clone(), [300, 1200]
+    masked = spec_augment(features, spoken, 2, random.Random(3))
+    assert torch.equal(features, original)  # the input is not changed in place
+    for row, frames in enumerate(spoken):
+        assert torch.equal(masked[row, :, frames:], features[row, :, frames:])  # padding kept
+        changed = masked[row, :, :frames] != features[row, :, :frames]
+        mean = features[row, :, :frames].mean()
+        assert torch.allclose(masked[row, :, :frames][changed], mean)  # set to the row's mean
+        # Two bands of at most 12 channels and two stretches of at most 10% of the frames.
+        assert 0 < changed.float().mean() <= 24 / 80 + 0.2
+        bands = changed.all(dim=1).sum() + changed.all(dim=0).sum()
+        assert bands > 0  # whole channels or whole frames: bands and stretches, not noise
+    assert torch.equal(masked, spec_augment(features, spoken, 2, random.Random(3)))
+
+
 def test_the_hold_pulls_everything_but_the_taught_terms_toward_the_base_model(processor, adapted):
     from whisper_ft.finetune import hold_loss, spans, term_token_ids
 

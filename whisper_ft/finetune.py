@@ -39,7 +39,7 @@ import numpy as np
 import torch
 
 from whisper_ft import progress
-from whisper_ft.audio import MULTILINGUAL_VOCAB, N_SAMPLES, SAMPLE_RATE, TIME_PRECISION
+from whisper_ft.audio import HOP_LENGTH, MULTILINGUAL_VOCAB, N_SAMPLES, SAMPLE_RATE, TIME_PRECISION
 from whisper_ft.dataset import Dataset, Example, samples, sentences
 from whisper_ft.inputs import check_settings, setting
 from whisper_ft.transcribe import TASKS
@@ -462,11 +462,14 @@ class Hooks:
     """What a benchmark may change in a run without changing the recipe (bench/research.py):
     `on_epoch(model, entry, report)` after each epoch's scoring; `loss(model, inputs,
     output)` instead of the cross-entropy; `prompt(example, vocabulary, labeller, rng)`, the
-    prompt an example reads (default: none)."""
+    prompt an example reads (default: none); `features(input_features, frames, rng)`, a
+    batch's log-mel features as trained (`frames`: each row's frames of audio before the
+    padding), the same for the model and for the pull's base model."""
 
     on_epoch: Callable[[object, dict, TrainReport], None] | None = None
     loss: Callable[[object, dict, object], torch.Tensor] | None = None
     prompt: Callable[[Example, Sequence[str], Labeller, random.Random], list[int]] | None = None
+    features: Callable[[torch.Tensor, list[int], random.Random], torch.Tensor] | None = None
 
 
 def no_prompt(example: Example, vocabulary, labeller, rng: random.Random) -> list[int]:
@@ -748,7 +751,11 @@ def batch_of(run: Run, indices: list[int]) -> dict:
         )
         for e in chosen
     ]
-    return {**run.collator([e.audio for e in chosen], labels), "windows": torch.tensor(indices)}
+    batch = run.collator([e.audio for e in chosen], labels)
+    if run.hooks.features is not None:
+        frames = [len(samples(e.audio)) // HOP_LENGTH for e in chosen]
+        batch["input_features"] = run.hooks.features(batch["input_features"], frames, rng)
+    return {**batch, "windows": torch.tensor(indices)}
 
 
 def train_epoch(run: Run) -> list[int]:
