@@ -189,6 +189,26 @@ def test_dataset_export_layout_is_accepted(long_recording, tmp_path):
         check_example(ex)
 
 
+def test_dataset_export_ends_a_cue_where_an_overlapping_segment_begins(long_recording, tmp_path):
+    """Whisper's segments can overlap by tenths of a second (0.4 s on a real dramatized
+    reading); the export's cues must not, or training refuses its own zip."""
+    audio, cues = long_recording
+    ends = [nxt.start + 0.4 for nxt in cues[1:]] + [cues[-1].end]  # each runs into the next
+    segments = [
+        Segment(i, c.start, end, c.text, -0.1, 0.01) for i, (c, end) in enumerate(zip(cues, ends))
+    ]
+    assert any(b.start < a.end - 0.1 for a, b in zip(segments, segments[1:]))
+    with DatasetWriter(tmp_path / "talk-dataset.zip", "talk") as writer:
+        writer.add_piece(0.0, audio, segments)
+    ds = load_dataset(tmp_path / "talk-dataset.zip", tmp_path / "work", validation_fraction=0)
+    assert [c.text for ex in sorted(ds.train, key=lambda e: e.recording) for c in ex.cues] == [
+        c.text for c in cues
+    ]
+    for ex in ds.train:
+        check_example(ex)
+        assert all(a.end <= b.start for a, b in zip(ex.cues, ex.cues[1:]))
+
+
 def test_validation_zip_is_used_whole(good_files, speech, tmp_path):
     train = make_zip(tmp_path / "train.zip", good_files)
     held_out = make_zip(

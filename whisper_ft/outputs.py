@@ -185,9 +185,15 @@ class DatasetWriter:
             start = max(offset, group[0].start - CLIP_PAD_SECONDS)
             end = min(end_of_piece, group[-1].end + CLIP_PAD_SECONDS, start + CHUNK_LENGTH)
             clip = audio[int((start - offset) * SAMPLE_RATE) : int((end - offset) * SAMPLE_RATE)]
-            cues = []
+            cues: list[Cue] = []
             for s in group:
                 cue_start = round(max(0.0, s.start - start), 3)
+                if cues and cue_start < cues[-1].end:
+                    # Whisper's segments may overlap by a few tenths of a second, which a
+                    # transcript to train on may not: the earlier cue ends where this begins.
+                    prev = cues[-1]
+                    cue_start = max(cue_start, prev.start)
+                    cues[-1] = Cue(prev.start, cue_start, prev.text)
                 cue_end = round(max(cue_start, min(end, s.end) - start), 3)
                 cues.append(Cue(cue_start, cue_end, s.text))
             self.count += 1
