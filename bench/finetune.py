@@ -228,6 +228,29 @@ def raven_zip(folder: Path) -> Path:
     return path
 
 
+def self_read_zip(folder: Path, model: str) -> Path:
+    """A general_data zip with no transcript written by anyone: the base model's own reading
+    (the `dataset` task, as served) of the recordings of ../shared/longform other than the
+    Raven, which bench.adapt adapts to. It is what a user makes from any everyday recordings
+    they have, with `task=dataset`."""
+    from bench.adapt import LONGFORM, RECORDING
+    from whisper_ft.outputs import run_task
+
+    transcriber, settings = Transcriber(ct2_model(model)), TranscribeSettings(language="en")
+    made = folder / "self-read"
+    made.mkdir()
+    path = folder / "general.zip"
+    with zipfile.ZipFile(path, "w") as z:
+        for audio in sorted((LONGFORM / "audio").glob("*.flac")):
+            if audio.stem == RECORDING:
+                continue
+            clips = run_task(transcriber, audio, "dataset", settings, [], made).files["dataset"]
+            with zipfile.ZipFile(clips) as part:
+                for name in part.namelist():
+                    z.writestr(name, part.read(name))
+    return path
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--model", default="tiny.en")
@@ -263,12 +286,15 @@ def main() -> None:
     )
     parser.add_argument(
         "--general",
-        choices=("none", "raven", "everyday", "rare"),
+        choices=("none", "raven", "self", "everyday", "rare"),
         default="none",
         help="general speech replayed in training and scored for the kept epoch "
         "(general_data): none, or the Raven reading of ../shared/longform (one real reader, "
-        "4.8 min, with its line timings), or everyday sentences (no new names) in the "
-        "training voices, or sentences of rare real words and names in the training voices",
+        "4.8 min, with its line timings), or the base model's own reading of the other "
+        "longform recordings (16.6 min: three dramatized chapters, several voices, and a "
+        "LibriVox reader; no written transcript), or "
+        "everyday sentences (no new names) in the training voices, or sentences of rare real "
+        "words and names in the training voices",
     )
     args = parser.parse_args()
     if args.seeds < 1 or args.train_seeds < 1:
@@ -304,6 +330,10 @@ def main() -> None:
     general = None
     if args.general == "raven":
         general = load_dataset(raven_zip(folder), folder / "general", validation_fraction=0.5)
+    elif args.general == "self":
+        general = load_dataset(
+            self_read_zip(folder, args.model), folder / "general", validation_fraction=0.5
+        )
     elif args.general in ("everyday", "rare"):
         texts = {"everyday": vocab.GENERAL_DATA_SENTENCES, "rare": vocab.RARE_WORD_SENTENCES}
         spoken = vocab.everyday_zip(folder / "everyday", train_voices, texts[args.general])
