@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import itertools
 import math
 import stat
 import struct
@@ -195,9 +196,10 @@ def test_dataset_export_ends_a_cue_where_an_overlapping_segment_begins(long_reco
     audio, cues = long_recording
     ends = [nxt.start + 0.4 for nxt in cues[1:]] + [cues[-1].end]  # each runs into the next
     segments = [
-        Segment(i, c.start, end, c.text, -0.1, 0.01) for i, (c, end) in enumerate(zip(cues, ends))
+        Segment(i, c.start, end, c.text, -0.1, 0.01)
+        for i, (c, end) in enumerate(zip(cues, ends, strict=True))
     ]
-    assert any(b.start < a.end - 0.1 for a, b in zip(segments, segments[1:]))
+    assert any(b.start < a.end - 0.1 for a, b in itertools.pairwise(segments))
     with DatasetWriter(tmp_path / "talk-dataset.zip", "talk") as writer:
         writer.add_piece(0.0, audio, segments)
     ds = load_dataset(tmp_path / "talk-dataset.zip", tmp_path / "work", validation_fraction=0)
@@ -206,7 +208,7 @@ def test_dataset_export_ends_a_cue_where_an_overlapping_segment_begins(long_reco
     ]
     for ex in ds.train:
         check_example(ex)
-        assert all(a.end <= b.start for a, b in zip(ex.cues, ex.cues[1:]))
+        assert all(a.end <= b.start for a, b in itertools.pairwise(ex.cues))
 
 
 def test_validation_zip_is_used_whole(good_files, speech, tmp_path):
