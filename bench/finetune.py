@@ -44,12 +44,13 @@ from pathlib import Path
 from statistics import mean
 
 from bench import shared_speech
-from bench.research import Research
+from bench.research import Research, input_moments
 from tests import vocab
 from whisper_ft.archive import merge, write_models
 from whisper_ft.audio import SAMPLE_RATE
 from whisper_ft.dataset import load_dataset
 from whisper_ft.finetune import (
+    LORA_MODULES,
     LoraSettings,
     TrainSettings,
     finetune,
@@ -251,6 +252,16 @@ def self_read_zip(folder: Path, model: str) -> Path:
     return path
 
 
+def general_moments(folder: Path, model: str, base, processor) -> dict:
+    """The input moments of the base model's adaptable layers on general speech, for
+    `general_change_weight` (bench/research.py): the base model's own reading of the
+    longform recordings other than the Raven (self_read_zip), read, not replayed."""
+    made = folder / "moments"
+    made.mkdir()
+    data = load_dataset(self_read_zip(made, model), made / "work", validation_fraction=0.0)
+    return input_moments(base, processor, [*data.train, *data.validation], LORA_MODULES)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--model", default="tiny.en")
@@ -353,10 +364,13 @@ def main() -> None:
     words = learn_vocabulary(base, processor, dataset.train, "en", TrainSettings())
     prompted = score(ct2_model(args.model), words, held, real, args.seeds)
     print(f"base {args.model} + vocabulary: {json.dumps(prompted)}", flush=True)
+    recipes = ([] if args.no_default else [{}]) + [json.loads(s) for s in args.sweep]
+    moments = None
+    if any(recipe(given)[2].general_change_weight > 0 for given in recipes):
+        moments = general_moments(folder, args.model, base, processor)
     del base
 
     rows = []
-    recipes = ([] if args.no_default else [{}]) + [json.loads(s) for s in args.sweep]
     trainings = [
         (given, {**given, "seed": given.get("seed", 0) + k})
         for given in recipes
@@ -394,6 +408,7 @@ def main() -> None:
             general,
             hooks=research.hooks(
                 term_token_ids(processor.tokenizer, words),
+                moments,
                 on_epoch=score_epoch if args.every_epoch else None,
             ),
         )

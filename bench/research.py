@@ -21,6 +21,11 @@ They reach a run through `whisper_ft.finetune.Hooks`; BENCHMARKS.md has what eac
     (each up to 10% of them) set to the row's mean, the model and the pull's base model
     reading the same masked features, so the words are learned from more than one cue of
     the voice.
+  - general_change_weight: a penalty on how much each adapted layer's output would change on
+    general speech, from the second moment of the layer's input over real recordings that
+    the base model read (bench.finetune computes it before training): tr(dW K dW^T) over
+    tr(W K W^T), averaged over the adapted layers. Nothing is replayed, and the change is
+    pushed into the directions general speech does not use.
   - prompt_fraction, absent_prompt_fraction: some examples read the run's vocabulary as a
     prompt, some of those without the words they say (a prompt word is no proof that it was
     spoken), as the served model reads it with `use_vocabulary`.
@@ -35,7 +40,15 @@ from dataclasses import dataclass
 import torch
 
 from whisper_ft.dataset import Example
-from whisper_ft.finetune import Hooks, Labeller, base_logits, divergence, spans
+from whisper_ft.finetune import (
+    Collator,
+    Hooks,
+    Labeller,
+    base_logits,
+    divergence,
+    is_multilingual,
+    spans,
+)
 from whisper_ft.vocabulary import absent_from, as_hotwords
 
 
@@ -48,14 +61,22 @@ class Research:
     encoder_weight: float = 0.0  # weight of the pull of the encoder's output toward the base's
     replay_cross_entropy: bool = True  # False: examples without a taught term are only held
     spec_augment: int = 0  # frequency bands and time stretches masked in each example
+    general_change_weight: float = 0.0  # weight of the layers' output change on general speech
 
-    def hooks(self, term_ids: Sequence[Sequence[int]] = (), **given) -> Hooks:
+    def hooks(
+        self, term_ids: Sequence[Sequence[int]] = (), moments: dict | None = None, **given
+    ) -> Hooks:
         """The run's hooks, with `given` ones (on_epoch); `term_ids`, the token sequences
-        of the run's vocabulary (whisper_ft.finetune.term_token_ids)."""
+        of the run's vocabulary (whisper_ft.finetune.term_token_ids); `moments`, the
+        adapted layers' input moments on general speech (input_moments), for
+        general_change_weight."""
         corrections = self.distill_weight > 0 or not self.known_labels
         held_only = not self.replay_cross_entropy
+        changed = self.general_change_weight > 0
+        if changed and not moments:
+            raise ValueError("general_change_weight needs the layers' input moments")
         loss = None
-        if corrections or self.encoder_weight > 0 or held_only:
+        if corrections or self.encoder_weight > 0 or held_only or changed:
 
             def loss(model, inputs, output):
                 total = output.loss
@@ -67,6 +88,8 @@ class Research:
                     )
                 if self.encoder_weight > 0:
                     total = total + self.encoder_weight * encoder_drift(model, inputs, output)
+                if changed:
+                    total = total + self.general_change_weight * general_change(model, moments)
                 return total
 
         def prompt(example, vocabulary, labeller, rng):
@@ -101,6 +124,67 @@ def spec_augment(
             start = rng.randint(0, spoken - stretch)
             speech[:, start : start + stretch] = mean
     return features
+
+
+@torch.no_grad()
+def input_moments(model, processor, examples, modules: Sequence[str]) -> dict:
+    """For each Linear of the (plain, base) `model` named like one of `modules`: the second
+    moment E[x x^T] of its input over `examples` read with their transcripts (teacher
+    forced, one at a time, so no padding is counted but the 30 s window's own), and the
+    base output's energy tr(W K W^T); keyed by the module's name."""
+    labeller = Labeller(processor.tokenizer, "en", "transcribe", is_multilingual(model))
+    collator = Collator(
+        processor.feature_extractor,
+        pad_token_id=model.config.pad_token_id,
+        decoder_start_token_id=model.config.decoder_start_token_id,
+    )
+    sums: dict[str, torch.Tensor] = {}
+    counts: dict[str, int] = {}
+
+    def record(name):
+        def hook(module, args):
+            x = args[0].reshape(-1, args[0].shape[-1]).double()
+            sums[name] = sums.get(name, 0) + x.T @ x
+            counts[name] = counts.get(name, 0) + x.shape[0]
+
+        return hook
+
+    linears = {
+        name: m
+        for name, m in model.named_modules()
+        if isinstance(m, torch.nn.Linear) and name.rsplit(".", 1)[-1] in modules
+    }
+    handles = [m.register_forward_pre_hook(record(n)) for n, m in linears.items()]
+    try:
+        model.eval()
+        for e in examples:
+            model(**collator([e.audio], [labeller.labels(e, timestamps=False)]))
+    finally:
+        for h in handles:
+            h.remove()
+    moments = {}
+    for name, m in linears.items():
+        k = (sums[name] / counts[name]).float()
+        w = m.weight.detach().float()
+        moments[name] = (k, float(((w @ k) * w).sum()))
+    return moments
+
+
+def general_change(model, moments: dict) -> torch.Tensor:
+    """The adapted layers' output change on general speech, each over its base output's
+    energy: tr(dW K dW^T) / tr(W K W^T) with dW = scaling * B A, averaged over the layers."""
+    total, layers = 0.0, 0
+    for name, module in model.named_modules():
+        lora_a = getattr(module, "lora_A", None)
+        if not lora_a or "default" not in lora_a:
+            continue
+        k, energy = moments[name.removeprefix("base_model.model.")]
+        a, b = lora_a["default"].weight, module.lora_B["default"].weight
+        scaling = module.scaling["default"]
+        inner = (a @ k.to(a.dtype)) @ a.T  # r x r
+        total = total + scaling**2 * (inner * (b.T @ b)).sum() / energy
+        layers += 1
+    return total / max(1, layers)
 
 
 def corrections_loss(

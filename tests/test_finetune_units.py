@@ -260,6 +260,57 @@ def test_spec_augment_masks_bands_and_stretches_of_the_speech_and_leaves_the_pad
     assert torch.equal(masked, spec_augment(features, spoken, 2, random.Random(3)))
 
 
+def test_the_general_change_is_each_layers_output_change_on_the_speech_it_was_measured_on(
+    processor, adapted
+):
+    from transformers import WhisperForConditionalGeneration
+
+    from bench.research import general_change, input_moments
+    from tests.speech import espeak
+    from whisper_ft.audio import load_audio
+    from whisper_ft.weights import hf_model
+
+    model, _ = adapted
+    plain = WhisperForConditionalGeneration.from_pretrained(hf_model("tiny.en"))
+    text = "We walked home along the river after dinner."
+    with tempfile.TemporaryDirectory() as tmp:
+        spoken = Example(load_audio(espeak(text, Path(tmp) / "g.wav")), text, (), "g.wav", 0.0)
+    inputs: dict[str, torch.Tensor] = {}  # each layer's input, recorded as it is measured
+    handles = [
+        m.register_forward_pre_hook(
+            lambda _, args, name=name: inputs.__setitem__(name, args[0].reshape(-1, 384))
+        )
+        for name, m in plain.named_modules()
+        if name.endswith(("q_proj", "v_proj"))
+    ]
+    moments = input_moments(plain, processor, [spoken], ("q_proj", "v_proj"))
+    for h in handles:
+        h.remove()
+    layers = {n.removeprefix("base_model.model."): m for n, m in model.named_modules()}
+    layers = {n: m for n, m in layers.items() if n in moments}
+    assert len(layers) == len(moments) == 4 * 2 + 4 * 2 * 2
+    with torch.no_grad():
+        assert general_change(model, moments) < 1e-9  # a fresh adapter changes nothing
+    with moved_adapter(model), torch.no_grad():
+        measured = [
+            (inputs[n] @ m.get_delta_weight("default").T).pow(2).sum()
+            / (inputs[n] @ m.base_layer.weight.T).pow(2).sum()
+            for n, m in layers.items()
+        ]
+        assert float(general_change(model, moments)) == pytest.approx(
+            float(sum(measured) / len(measured)), rel=1e-3
+        )
+        # A change confined to the directions this speech does not use costs nothing.
+        saved = {n: m.lora_A["default"].weight.clone() for n, m in layers.items()}
+        for n, m in layers.items():
+            _, vectors = torch.linalg.eigh(moments[n][0].double())
+            m.lora_A["default"].weight.copy_(vectors[:, :4].T)  # the 4 least used directions
+        unused = general_change(model, moments)
+        for n, m in layers.items():
+            m.lora_A["default"].weight.copy_(saved[n])
+        assert unused < 1e-3 * sum(measured) / len(measured)
+
+
 def test_the_hold_pulls_everything_but_the_taught_terms_toward_the_base_model(processor, adapted):
     from whisper_ft.finetune import hold_loss, spans, term_token_ids
 
