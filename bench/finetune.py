@@ -44,7 +44,7 @@ from pathlib import Path
 from statistics import mean
 
 from bench import shared_speech
-from bench.research import Research, input_moments
+from bench.research import Research, input_moments, mean_moments
 from tests import vocab
 from whisper_ft.archive import merge, write_models
 from whisper_ft.audio import SAMPLE_RATE
@@ -252,14 +252,27 @@ def self_read_zip(folder: Path, model: str) -> Path:
     return path
 
 
-def general_moments(folder: Path, model: str, base, processor) -> dict:
-    """The input moments of the base model's adaptable layers on general speech, for
-    `general_change_weight` (bench/research.py): the base model's own reading of the
-    longform recordings other than the Raven (self_read_zip), read, not replayed."""
-    made = folder / "moments"
-    made.mkdir()
-    data = load_dataset(self_read_zip(made, model), made / "work", validation_fraction=0.0)
-    return input_moments(base, processor, [*data.train, *data.validation], LORA_MODULES)
+def change_moments(
+    sources: set[str], folder: Path, model: str, base, processor, training, term_ids
+) -> dict:
+    """The input moments of the base model's adaptable layers that `general_change_weight`
+    (bench/research.py) measures the change on, by CHANGE_MOMENTS source: "general", the
+    base model's own reading of the longform recordings other than the Raven
+    (self_read_zip), read, not replayed; "training", the run's `training` windows with the
+    positions of its taught terms (`term_ids`) left out; "both", their mean."""
+    found = {}
+    if sources & {"general", "both"}:
+        made = folder / "moments"
+        made.mkdir()
+        data = load_dataset(self_read_zip(made, model), made / "work", validation_fraction=0.0)
+        found["general"] = input_moments(
+            base, processor, [*data.train, *data.validation], LORA_MODULES
+        )
+    if sources & {"training", "both"}:
+        found["training"] = input_moments(base, processor, training, LORA_MODULES, term_ids)
+    if "both" in sources:
+        found["both"] = mean_moments(found["general"], found["training"])
+    return found
 
 
 def main() -> None:
@@ -365,9 +378,13 @@ def main() -> None:
     prompted = score(ct2_model(args.model), words, held, real, args.seeds)
     print(f"base {args.model} + vocabulary: {json.dumps(prompted)}", flush=True)
     recipes = ([] if args.no_default else [{}]) + [json.loads(s) for s in args.sweep]
-    moments = None
-    if any(recipe(given)[2].general_change_weight > 0 for given in recipes):
-        moments = general_moments(folder, args.model, base, processor)
+    term_ids = term_token_ids(processor.tokenizer, words)
+    sources = {
+        research.change_moments
+        for research in (recipe(given)[2] for given in recipes)
+        if research.general_change_weight > 0
+    }
+    moments = change_moments(sources, folder, args.model, base, processor, dataset.train, term_ids)
     del base
 
     rows = []
@@ -407,8 +424,8 @@ def main() -> None:
             lora,
             general,
             hooks=research.hooks(
-                term_token_ids(processor.tokenizer, words),
-                moments,
+                term_ids,
+                moments.get(research.change_moments),
                 on_epoch=score_epoch if args.every_epoch else None,
             ),
         )

@@ -26,6 +26,11 @@ They reach a run through `whisper_ft.finetune.Hooks`; BENCHMARKS.md has what eac
     the base model read (bench.finetune computes it before training): tr(dW K dW^T) over
     tr(W K W^T), averaged over the adapted layers. Nothing is replayed, and the change is
     pushed into the directions general speech does not use.
+    change_moments: what K is measured on. "general": those recordings; "training": the
+    run's own training windows with their transcripts, every decoder position that predicts
+    a taught term's token left out, so the change is held off all that the training audio
+    and its other words use (the recipe's pull, `hold_weight`, in the weights' terms, with
+    no second forward pass); "both": the mean of the two.
   - prompt_fraction, absent_prompt_fraction: some examples read the run's vocabulary as a
     prompt, some of those without the words they say (a prompt word is no proof that it was
     spoken), as the served model reads it with `use_vocabulary`.
@@ -51,6 +56,8 @@ from whisper_ft.finetune import (
 )
 from whisper_ft.vocabulary import absent_from, as_hotwords
 
+CHANGE_MOMENTS = ("general", "training", "both")
+
 
 @dataclass(frozen=True)
 class Research:
@@ -62,6 +69,11 @@ class Research:
     replay_cross_entropy: bool = True  # False: examples without a taught term are only held
     spec_augment: int = 0  # frequency bands and time stretches masked in each example
     general_change_weight: float = 0.0  # weight of the layers' output change on general speech
+    change_moments: str = "general"  # what that change is measured on (CHANGE_MOMENTS)
+
+    def __post_init__(self):
+        if self.change_moments not in CHANGE_MOMENTS:
+            raise ValueError(f"change_moments: choose one of {', '.join(CHANGE_MOMENTS)}")
 
     def hooks(
         self, term_ids: Sequence[Sequence[int]] = (), moments: dict | None = None, **given
@@ -127,11 +139,14 @@ def spec_augment(
 
 
 @torch.no_grad()
-def input_moments(model, processor, examples, modules: Sequence[str]) -> dict:
+def input_moments(
+    model, processor, examples, modules: Sequence[str], term_ids: Sequence[Sequence[int]] = ()
+) -> dict:
     """For each Linear of the (plain, base) `model` named like one of `modules`: the second
     moment E[x x^T] of its input over `examples` read with their transcripts (teacher
     forced, one at a time, so no padding is counted but the 30 s window's own), and the
-    base output's energy tr(W K W^T); keyed by the module's name."""
+    base output's energy tr(W K W^T); keyed by the module's name. The decoder's positions
+    that predict a token of `term_ids` are left out."""
     labeller = Labeller(processor.tokenizer, "en", "transcribe", is_multilingual(model))
     collator = Collator(
         processor.feature_extractor,
@@ -141,9 +156,14 @@ def input_moments(model, processor, examples, modules: Sequence[str]) -> dict:
     sums: dict[str, torch.Tensor] = {}
     counts: dict[str, int] = {}
 
+    kept: list[torch.Tensor] = []  # the decoder positions counted in this example
+
     def record(name):
         def hook(module, args):
-            x = args[0].reshape(-1, args[0].shape[-1]).double()
+            x = args[0]
+            if name.startswith("model.decoder") and x.shape[-2] == kept[0].shape[-1]:
+                x = x[kept[0]]
+            x = x.reshape(-1, x.shape[-1]).double()
             sums[name] = sums.get(name, 0) + x.T @ x
             counts[name] = counts.get(name, 0) + x.shape[0]
 
@@ -158,7 +178,10 @@ def input_moments(model, processor, examples, modules: Sequence[str]) -> dict:
     try:
         model.eval()
         for e in examples:
-            model(**collator([e.audio], [labeller.labels(e, timestamps=False)]))
+            inputs = collator([e.audio], [labeller.labels(e, timestamps=False)])
+            labels = inputs["labels"]  # the model feeds them shifted right
+            kept[:] = [(labels != -100) & ~spans(labels, term_ids)]
+            model(**inputs)
     finally:
         for h in handles:
             h.remove()
@@ -168,6 +191,11 @@ def input_moments(model, processor, examples, modules: Sequence[str]) -> dict:
         w = m.weight.detach().float()
         moments[name] = (k, float(((w @ k) * w).sum()))
     return moments
+
+
+def mean_moments(a: dict, b: dict) -> dict:
+    """The moments of two sets of speech, each counted as half (energies are linear in K)."""
+    return {name: ((a[name][0] + b[name][0]) / 2, (a[name][1] + b[name][1]) / 2) for name in a}
 
 
 def general_change(model, moments: dict) -> torch.Tensor:

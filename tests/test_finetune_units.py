@@ -311,6 +311,50 @@ def test_the_general_change_is_each_layers_output_change_on_the_speech_it_was_me
         assert unused < 1e-3 * sum(measured) / len(measured)
 
 
+def test_moments_of_the_training_speech_leave_out_where_the_decoder_writes_a_taught_term(
+    processor,
+):
+    from transformers import WhisperForConditionalGeneration
+
+    from bench.research import input_moments
+    from tests.speech import espeak
+    from whisper_ft.audio import load_audio
+    from whisper_ft.finetune import spans, term_token_ids
+    from whisper_ft.weights import hf_model
+
+    plain = WhisperForConditionalGeneration.from_pretrained(hf_model("tiny.en"))
+    text = "Please open the Zentrafy before lunch."
+    with tempfile.TemporaryDirectory() as tmp:
+        spoken = Example(load_audio(espeak(text, Path(tmp) / "t.wav")), text, (), "t.wav", 0.0)
+    terms = term_token_ids(processor.tokenizer, ["Zentrafy"])
+    inputs: dict[str, torch.Tensor] = {}
+    names = ("model.decoder.layers.0.self_attn.q_proj", "model.encoder.layers.0.self_attn.q_proj")
+    handles = [
+        plain.get_submodule(n).register_forward_pre_hook(
+            lambda _, args, name=n: inputs.__setitem__(name, args[0][0].double())
+        )
+        for n in names
+    ]
+    every = input_moments(plain, processor, [spoken], ("q_proj",))
+    for h in handles:
+        h.remove()
+    held = input_moments(plain, processor, [spoken], ("q_proj",), terms)
+    decoder, encoder = names
+    labels = labels_batch(processor, text)
+    writes_term = spans(labels, terms)[0]
+    assert 0 < writes_term.sum() < len(writes_term)
+    assert inputs[decoder].shape[0] == len(writes_term)  # one decoder position per label
+
+    def moment(x):
+        return (x.T @ x / x.shape[0]).float()
+
+    assert torch.allclose(every[decoder][0], moment(inputs[decoder]), atol=1e-5)
+    assert torch.allclose(held[decoder][0], moment(inputs[decoder][~writes_term]), atol=1e-5)
+    assert not torch.allclose(held[decoder][0], every[decoder][0], atol=1e-3)
+    # The audio is all counted: the encoder hears the term as it hears everything else.
+    assert torch.allclose(held[encoder][0], every[encoder][0])
+
+
 def test_the_hold_pulls_everything_but_the_taught_terms_toward_the_base_model(processor, adapted):
     from whisper_ft.finetune import hold_loss, spans, term_token_ids
 
