@@ -44,16 +44,20 @@ from pathlib import Path
 from statistics import mean
 
 from bench import shared_speech
-from bench.research import Research, input_moments, mean_moments
+from bench.research import Research
 from tests import vocab
 from whisper_ft.archive import merge, write_models
 from whisper_ft.audio import SAMPLE_RATE
 from whisper_ft.dataset import load_dataset
 from whisper_ft.finetune import (
     LORA_MODULES,
+    Collator,
+    Labeller,
     LoraSettings,
     TrainSettings,
     finetune,
+    input_moments,
+    is_multilingual,
     learn_vocabulary,
     term_token_ids,
 )
@@ -252,27 +256,21 @@ def self_read_zip(folder: Path, model: str) -> Path:
     return path
 
 
-def change_moments(
-    sources: set[str], folder: Path, model: str, base, processor, training, term_ids
-) -> dict:
-    """The input moments of the base model's adaptable layers that `general_change_weight`
-    (bench/research.py) measures the change on, by CHANGE_MOMENTS source: "general", the
-    base model's own reading of the longform recordings other than the Raven
-    (self_read_zip), read, not replayed; "training", the run's `training` windows with the
-    positions of its taught terms (`term_ids`) left out; "both", their mean."""
-    found = {}
-    if sources & {"general", "both"}:
-        made = folder / "moments"
-        made.mkdir()
-        data = load_dataset(self_read_zip(made, model), made / "work", validation_fraction=0.0)
-        found["general"] = input_moments(
-            base, processor, [*data.train, *data.validation], LORA_MODULES
-        )
-    if sources & {"training", "both"}:
-        found["training"] = input_moments(base, processor, training, LORA_MODULES, term_ids)
-    if "both" in sources:
-        found["both"] = mean_moments(found["general"], found["training"])
-    return found
+def general_moments(folder: Path, model: str, base, processor) -> dict:
+    """The input moments of the base model's adaptable layers on real recordings, for
+    bench/research.py's change_moments: the base model's own reading of the longform
+    recordings other than the Raven (self_read_zip), read, not replayed."""
+    made = folder / "moments"
+    made.mkdir()
+    data = load_dataset(self_read_zip(made, model), made / "work", validation_fraction=0.0)
+    labeller = Labeller(processor.tokenizer, "en", "transcribe", is_multilingual(base))
+    collator = Collator(
+        processor.feature_extractor,
+        pad_token_id=base.config.pad_token_id,
+        decoder_start_token_id=base.config.decoder_start_token_id,
+    )
+    examples = [*data.train, *data.validation]
+    return input_moments(base, collator, labeller, examples, LORA_MODULES)
 
 
 def main() -> None:
@@ -379,12 +377,9 @@ def main() -> None:
     print(f"base {args.model} + vocabulary: {json.dumps(prompted)}", flush=True)
     recipes = ([] if args.no_default else [{}]) + [json.loads(s) for s in args.sweep]
     term_ids = term_token_ids(processor.tokenizer, words)
-    sources = {
-        research.change_moments
-        for research in (recipe(given)[2] for given in recipes)
-        if research.general_change_weight > 0
-    }
-    moments = change_moments(sources, folder, args.model, base, processor, dataset.train, term_ids)
+    general_inputs = None
+    if any(recipe(given)[2].change_moments != "training" for given in recipes):
+        general_inputs = general_moments(folder, args.model, base, processor)
     del base
 
     rows = []
@@ -425,7 +420,7 @@ def main() -> None:
             general,
             hooks=research.hooks(
                 term_ids,
-                moments.get(research.change_moments),
+                general_inputs,
                 on_epoch=score_epoch if args.every_epoch else None,
             ),
         )

@@ -21,16 +21,12 @@ They reach a run through `whisper_ft.finetune.Hooks`; BENCHMARKS.md has what eac
     (each up to 10% of them) set to the row's mean, the model and the pull's base model
     reading the same masked features, so the words are learned from more than one cue of
     the voice.
-  - general_change_weight: a penalty on how much each adapted layer's output would change on
-    general speech, from the second moment of the layer's input over real recordings that
-    the base model read (bench.finetune computes it before training): tr(dW K dW^T) over
-    tr(W K W^T), averaged over the adapted layers. Nothing is replayed, and the change is
-    pushed into the directions general speech does not use.
-    change_moments: what K is measured on. "general": those recordings; "training": the
-    run's own training windows with their transcripts, every decoder position that predicts
-    a taught term's token left out, so the change is held off all that the training audio
-    and its other words use (the recipe's pull, `hold_weight`, in the weights' terms, with
-    no second forward pass); "both": the mean of the two.
+  - change_moments: what the recipe's penalty on the layers' output change
+    (`change_weight`, whisper_ft/finetune.py) is measured on. "training", the recipe's own:
+    the run's examples, where the decoder writes a taught term left out, and general_data's;
+    "general": instead, real recordings that the base model read (bench.finetune's longform
+    recordings other than the Raven, each window with the base model's own text; read, not
+    replayed); "both": the mean of the two.
   - prompt_fraction, absent_prompt_fraction: some examples read the run's vocabulary as a
     prompt, some of those without the words they say (a prompt word is no proof that it was
     spoken), as the served model reads it with `use_vocabulary`.
@@ -46,12 +42,11 @@ import torch
 
 from whisper_ft.dataset import Example
 from whisper_ft.finetune import (
-    Collator,
     Hooks,
     Labeller,
     base_logits,
     divergence,
-    is_multilingual,
+    mean_moments,
     spans,
 )
 from whisper_ft.vocabulary import absent_from, as_hotwords
@@ -68,27 +63,31 @@ class Research:
     encoder_weight: float = 0.0  # weight of the pull of the encoder's output toward the base's
     replay_cross_entropy: bool = True  # False: examples without a taught term are only held
     spec_augment: int = 0  # frequency bands and time stretches masked in each example
-    general_change_weight: float = 0.0  # weight of the layers' output change on general speech
-    change_moments: str = "general"  # what that change is measured on (CHANGE_MOMENTS)
+    change_moments: str = "training"  # what change_weight's change is measured on
 
     def __post_init__(self):
         if self.change_moments not in CHANGE_MOMENTS:
             raise ValueError(f"change_moments: choose one of {', '.join(CHANGE_MOMENTS)}")
 
     def hooks(
-        self, term_ids: Sequence[Sequence[int]] = (), moments: dict | None = None, **given
+        self, term_ids: Sequence[Sequence[int]] = (), general: dict | None = None, **given
     ) -> Hooks:
         """The run's hooks, with `given` ones (on_epoch); `term_ids`, the token sequences
-        of the run's vocabulary (whisper_ft.finetune.term_token_ids); `moments`, the
-        adapted layers' input moments on general speech (input_moments), for
-        general_change_weight."""
+        of the run's vocabulary (whisper_ft.finetune.term_token_ids); `general`, the
+        adaptable layers' input moments on real recordings (whisper_ft.finetune's
+        input_moments), for change_moments."""
         corrections = self.distill_weight > 0 or not self.known_labels
         held_only = not self.replay_cross_entropy
-        changed = self.general_change_weight > 0
-        if changed and not moments:
-            raise ValueError("general_change_weight needs the layers' input moments")
+        moments = None
+        if self.change_moments != "training":
+            if not general:
+                raise ValueError("change_moments: needs the layers' input moments")
+
+            def moments(own):
+                return general if self.change_moments == "general" else mean_moments(general, own)
+
         loss = None
-        if corrections or self.encoder_weight > 0 or held_only or changed:
+        if corrections or self.encoder_weight > 0 or held_only:
 
             def loss(model, inputs, output):
                 total = output.loss
@@ -100,8 +99,6 @@ class Research:
                     )
                 if self.encoder_weight > 0:
                     total = total + self.encoder_weight * encoder_drift(model, inputs, output)
-                if changed:
-                    total = total + self.general_change_weight * general_change(model, moments)
                 return total
 
         def prompt(example, vocabulary, labeller, rng):
@@ -113,7 +110,7 @@ class Research:
             def features(batch, frames, rng):
                 return spec_augment(batch, frames, self.spec_augment, rng)
 
-        return Hooks(loss=loss, prompt=prompt, features=features, **given)
+        return Hooks(loss=loss, prompt=prompt, features=features, moments=moments, **given)
 
 
 def spec_augment(
@@ -136,83 +133,6 @@ def spec_augment(
             start = rng.randint(0, spoken - stretch)
             speech[:, start : start + stretch] = mean
     return features
-
-
-@torch.no_grad()
-def input_moments(
-    model, processor, examples, modules: Sequence[str], term_ids: Sequence[Sequence[int]] = ()
-) -> dict:
-    """For each Linear of the (plain, base) `model` named like one of `modules`: the second
-    moment E[x x^T] of its input over `examples` read with their transcripts (teacher
-    forced, one at a time, so no padding is counted but the 30 s window's own), and the
-    base output's energy tr(W K W^T); keyed by the module's name. The decoder's positions
-    that predict a token of `term_ids` are left out."""
-    labeller = Labeller(processor.tokenizer, "en", "transcribe", is_multilingual(model))
-    collator = Collator(
-        processor.feature_extractor,
-        pad_token_id=model.config.pad_token_id,
-        decoder_start_token_id=model.config.decoder_start_token_id,
-    )
-    sums: dict[str, torch.Tensor] = {}
-    counts: dict[str, int] = {}
-
-    kept: list[torch.Tensor] = []  # the decoder positions counted in this example
-
-    def record(name):
-        def hook(module, args):
-            x = args[0]
-            if name.startswith("model.decoder") and x.shape[-2] == kept[0].shape[-1]:
-                x = x[kept[0]]
-            x = x.reshape(-1, x.shape[-1]).double()
-            sums[name] = sums.get(name, 0) + x.T @ x
-            counts[name] = counts.get(name, 0) + x.shape[0]
-
-        return hook
-
-    linears = {
-        name: m
-        for name, m in model.named_modules()
-        if isinstance(m, torch.nn.Linear) and name.rsplit(".", 1)[-1] in modules
-    }
-    handles = [m.register_forward_pre_hook(record(n)) for n, m in linears.items()]
-    try:
-        model.eval()
-        for e in examples:
-            inputs = collator([e.audio], [labeller.labels(e, timestamps=False)])
-            labels = inputs["labels"]  # the model feeds them shifted right
-            kept[:] = [(labels != -100) & ~spans(labels, term_ids)]
-            model(**inputs)
-    finally:
-        for h in handles:
-            h.remove()
-    moments = {}
-    for name, m in linears.items():
-        k = (sums[name] / counts[name]).float()
-        w = m.weight.detach().float()
-        moments[name] = (k, float(((w @ k) * w).sum()))
-    return moments
-
-
-def mean_moments(a: dict, b: dict) -> dict:
-    """The moments of two sets of speech, each counted as half (energies are linear in K)."""
-    return {name: ((a[name][0] + b[name][0]) / 2, (a[name][1] + b[name][1]) / 2) for name in a}
-
-
-def general_change(model, moments: dict) -> torch.Tensor:
-    """The adapted layers' output change on general speech, each over its base output's
-    energy: tr(dW K dW^T) / tr(W K W^T) with dW = scaling * B A, averaged over the layers."""
-    total, layers = 0.0, 0
-    for name, module in model.named_modules():
-        lora_a = getattr(module, "lora_A", None)
-        if not lora_a or "default" not in lora_a:
-            continue
-        k, energy = moments[name.removeprefix("base_model.model.")]
-        a, b = lora_a["default"].weight, module.lora_B["default"].weight
-        scaling = module.scaling["default"]
-        inner = (a @ k.to(a.dtype)) @ a.T  # r x r
-        total = total + scaling**2 * (inner * (b.T @ b)).sum() / energy
-        layers += 1
-    return total / max(1, layers)
 
 
 def corrections_loss(

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from whisper_ft.dataset import Example
-from whisper_ft.finetune import Collator, Labeller, LoraSettings, TrainSettings
+from whisper_ft.finetune import LORA_MODULES, Collator, Labeller, LoraSettings, TrainSettings
 from whisper_ft.subtitles import Cue
 from whisper_ft.wer import word_error_rate
 
@@ -128,6 +128,7 @@ def test_lora_layer_sets():
     model = WhisperForConditionalGeneration.from_pretrained(hf_model("tiny.en"))
 
     def adapted(**settings) -> set[str]:
+        settings = {"target_modules": ("q_proj", "v_proj"), **settings}
         pattern = LoraSettings(**settings).peft_targets()
         if isinstance(pattern, list):
             return {n for n, _ in model.named_modules() if n.split(".")[-1] in pattern}
@@ -149,7 +150,11 @@ def test_lora_layer_sets():
     assert kinds(adapted(layers="encoder", target_modules=("fc1",))) == {"encoder.fc1"}
     assert kinds(adapted(layers="acoustic", target_modules=("fc2",))) == {"encoder.fc2"}
     assert len(adapted(layers="all")) == 4 * 2 + 4 * 2 * 2
-    assert adapted() == adapted(layers="all")  # the default: the encoder and the decoder
+    # The default: every projection of the encoder and the decoder.
+    every = {n for n, _ in model.named_modules() if n.split(".")[-1] in LORA_MODULES}
+    assert len(every) == 4 * 6 + 4 * 10
+    pattern = LoraSettings().peft_targets()
+    assert {n for n, _ in model.named_modules() if n.split(".")[-1] in pattern} == every
 
 
 @pytest.fixture(scope="module")
@@ -188,6 +193,16 @@ def moved_adapter(model):
         with torch.no_grad():
             for p, value in zip(lora, saved, strict=True):
                 p.copy_(value)
+
+
+def reader(processor, model):
+    """The Collator and Labeller a run reads English examples with, plain text."""
+    collator = Collator(
+        processor.feature_extractor,
+        pad_token_id=model.config.pad_token_id,
+        decoder_start_token_id=model.config.decoder_start_token_id,
+    )
+    return collator, Labeller(processor.tokenizer, "en", "transcribe", multilingual=False)
 
 
 def labels_batch(processor, text: str) -> torch.Tensor:
@@ -260,14 +275,14 @@ def test_spec_augment_masks_bands_and_stretches_of_the_speech_and_leaves_the_pad
     assert torch.equal(masked, spec_augment(features, spoken, 2, random.Random(3)))
 
 
-def test_the_general_change_is_each_layers_output_change_on_the_speech_it_was_measured_on(
+def test_the_change_penalty_is_each_layers_output_change_on_the_speech_it_was_measured_on(
     processor, adapted
 ):
     from transformers import WhisperForConditionalGeneration
 
-    from bench.research import general_change, input_moments
     from tests.speech import espeak
     from whisper_ft.audio import load_audio
+    from whisper_ft.finetune import change_penalty, held_layers, input_moments
     from whisper_ft.weights import hf_model
 
     model, _ = adapted
@@ -283,21 +298,23 @@ def test_the_general_change_is_each_layers_output_change_on_the_speech_it_was_me
         for name, m in plain.named_modules()
         if name.endswith(("q_proj", "v_proj"))
     ]
-    moments = input_moments(plain, processor, [spoken], ("q_proj", "v_proj"))
+    moments = input_moments(plain, *reader(processor, plain), [spoken], ("q_proj", "v_proj"))
     for h in handles:
         h.remove()
     layers = {n.removeprefix("base_model.model."): m for n, m in model.named_modules()}
     layers = {n: m for n, m in layers.items() if n in moments}
     assert len(layers) == len(moments) == 4 * 2 + 4 * 2 * 2
+    held = held_layers(model, moments)
+    assert len(held) == len(layers)
     with torch.no_grad():
-        assert general_change(model, moments) < 1e-9  # a fresh adapter changes nothing
+        assert change_penalty(held) < 1e-9  # a fresh adapter changes nothing
     with moved_adapter(model), torch.no_grad():
         measured = [
             (inputs[n] @ m.get_delta_weight("default").T).pow(2).sum()
             / (inputs[n] @ m.base_layer.weight.T).pow(2).sum()
             for n, m in layers.items()
         ]
-        assert float(general_change(model, moments)) == pytest.approx(
+        assert float(change_penalty(held)) == pytest.approx(
             float(sum(measured) / len(measured)), rel=1e-3
         )
         # A change confined to the directions this speech does not use costs nothing.
@@ -305,7 +322,7 @@ def test_the_general_change_is_each_layers_output_change_on_the_speech_it_was_me
         for n, m in layers.items():
             _, vectors = torch.linalg.eigh(moments[n][0].double())
             m.lora_A["default"].weight.copy_(vectors[:, :4].T)  # the 4 least used directions
-        unused = general_change(model, moments)
+        unused = change_penalty(held)
         for n, m in layers.items():
             m.lora_A["default"].weight.copy_(saved[n])
         assert unused < 1e-3 * sum(measured) / len(measured)
@@ -316,10 +333,9 @@ def test_moments_of_the_training_speech_leave_out_where_the_decoder_writes_a_tau
 ):
     from transformers import WhisperForConditionalGeneration
 
-    from bench.research import input_moments
     from tests.speech import espeak
     from whisper_ft.audio import load_audio
-    from whisper_ft.finetune import spans, term_token_ids
+    from whisper_ft.finetune import input_moments, spans, term_token_ids
     from whisper_ft.weights import hf_model
 
     plain = WhisperForConditionalGeneration.from_pretrained(hf_model("tiny.en"))
@@ -335,10 +351,11 @@ def test_moments_of_the_training_speech_leave_out_where_the_decoder_writes_a_tau
         )
         for n in names
     ]
-    every = input_moments(plain, processor, [spoken], ("q_proj",))
+    read = reader(processor, plain)
+    every = input_moments(plain, *read, [spoken], ("q_proj",))
     for h in handles:
         h.remove()
-    held = input_moments(plain, processor, [spoken], ("q_proj",), terms)
+    held = input_moments(plain, *read, [spoken], ("q_proj",), terms)
     decoder, encoder = names
     labels = labels_batch(processor, text)
     writes_term = spans(labels, terms)[0]

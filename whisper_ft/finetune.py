@@ -17,9 +17,13 @@ bench/research.py's prompted recipes do (`Hooks`).
 
 The default recipe (chosen by bench/finetune.py, see BENCHMARKS.md) puts what is taught into
 the merged weights, which then spell it with no prompt: each cue is an example of its own
-(many short examples, not a few 30 s windows), LoRA on the encoder and the decoder (the
-spelling of a new word is the decoder's), speed perturbation so the words are learned across
-voices, half the examples with timestamp tokens.
+(many short examples, not a few 30 s windows), LoRA on every projection of the encoder and
+the decoder (the spelling of a new word is the decoder's), speed perturbation so the words
+are learned across voices, half the examples with timestamp tokens. Two things hold the
+rest in place: a pull toward the base model's own predictions on every token but the taught
+words' (`hold_weight`), and a penalty on how much each adapted layer's output moves on the
+inputs the base model sees in the training speech outside those words (`change_weight`),
+which leaves the change the directions that speech does not use.
 """
 
 from __future__ import annotations
@@ -65,7 +69,7 @@ class LoraSettings:
     rank: int = setting(32, ge=1, le=256)  # LoRA rank r
     alpha: int = setting(64, ge=1, le=1024)  # updates are scaled by alpha / rank
     dropout: float = setting(0.05, ge=0.0, le=0.9)  # dropout on the LoRA input
-    target_modules: tuple[str, ...] = setting(("q_proj", "v_proj"))  # of LORA_MODULES
+    target_modules: tuple[str, ...] = setting(LORA_MODULES)  # of LORA_MODULES
     layers: str = setting("all", choices=list(LORA_LAYERS))  # which layers: see LORA_LAYERS
 
     def validate(self) -> LoraSettings:
@@ -98,7 +102,7 @@ class TrainSettings:
     task: str = setting("transcribe", choices=list(TASKS))  # translate: English labels
     num_train_epochs: float = setting(5.0, ge=0.1, le=100.0)  # passes over the examples
     max_steps: int = setting(0, ge=0, le=100000)  # optimizer steps; 0: use num_train_epochs
-    learning_rate: float = setting(5e-4, ge=1e-6, le=0.1)  # peak (linear warm-up and decay)
+    learning_rate: float = setting(1e-3, ge=1e-6, le=0.1)  # peak (linear warm-up and decay)
     batch_size: int = setting(8, ge=1, le=256)  # examples per forward pass
     gradient_accumulation: int = setting(1, ge=1, le=256)  # forward passes per optimizer step
     timestamp_fraction: float = setting(0.5, ge=0.0, le=1.0)  # examples with timestamp tokens
@@ -112,6 +116,11 @@ class TrainSettings:
     # switched off) on every label token but the vocabulary's, all of general_data's
     # included: the new words are learned, what the base model already reads is held (0: off).
     hold_weight: float = setting(1.0, ge=0.0, le=100.0)
+    # Weight of a penalty on how much each adapted layer's output moves on the speech it is
+    # held to: the training examples (all but where the decoder writes the vocabulary's
+    # words) and general_data, measured on the base model before training. What is taught
+    # goes into the directions the rest of that speech does not use (0: off).
+    change_weight: float = setting(1000.0, ge=0.0, le=100000.0)
     seed: int = setting(0, ge=0, le=2147483647)
     warmup_fraction: float = 0.1  # share of the steps spent warming up
     eval_batch_size: int = 8
@@ -283,6 +292,102 @@ def hold_loss(
     valid = labels != -100
     held = valid & ~spans(labels, term_ids)
     return divergence(base_logits(model, inputs), logits, held) / valid.sum().clamp(min=1)
+
+
+# ---------------------------------------------------------------- the change held off the rest
+
+# Each layer's input moment is kept as a factor F (K ~ F F^T) of at most this many of its
+# largest directions: exact for inputs this wide or narrower, and light for wider ones
+# (large-v3's feed-forward input is 5120 wide).
+MOMENT_DIRECTIONS = 1024
+
+
+@torch.no_grad()
+def input_moments(
+    model, collator, labeller, examples, modules: Sequence[str], term_ids=()
+) -> dict[str, tuple[torch.Tensor, float]]:
+    """For each Linear of the (plain, base) `model` named like one of `modules`: the second
+    moment K = E[x x^T] of its input over `examples` read with their transcripts (teacher
+    forced, one at a time, so no padding is counted but the 30 s window's own), and the base
+    output's energy tr(W K W^T); keyed by the module's name. The decoder's positions that
+    predict a token of `term_ids` are left out: the taught words are free to change."""
+    sums: dict[str, torch.Tensor] = {}
+    counts: dict[str, int] = {}
+    kept: list[torch.Tensor] = []  # the decoder positions counted in this example
+
+    def record(name):
+        def hook(module, args):
+            x = args[0]
+            if name.startswith("model.decoder") and x.shape[-2] == kept[0].shape[-1]:
+                x = x[kept[0].to(x.device)]
+            x = x.reshape(-1, x.shape[-1]).float().cpu()
+            sums[name] = sums.get(name, 0) + x.T @ x
+            counts[name] = counts.get(name, 0) + x.shape[0]
+
+        return hook
+
+    linears = {
+        name: m
+        for name, m in model.named_modules()
+        if isinstance(m, torch.nn.Linear) and name.rsplit(".", 1)[-1] in modules
+    }
+    handles = [m.register_forward_pre_hook(record(n)) for n, m in linears.items()]
+    device = next(model.parameters()).device
+    try:
+        model.eval()
+        for e in examples:
+            inputs = collator([e.audio], [labeller.labels(e, timestamps=False)])
+            labels = inputs["labels"]  # the model reads them shifted right
+            kept[:] = [(labels != -100) & ~spans(labels, term_ids)]
+            model(**{k: v.to(device) for k, v in inputs.items()})
+    finally:
+        for h in handles:
+            h.remove()
+    moments = {}
+    for name, m in linears.items():
+        k = sums[name] / counts[name]
+        w = m.weight.detach().float().cpu()
+        moments[name] = (k, float(((w @ k) * w).sum()))
+    return moments
+
+
+def mean_moments(a: dict, b: dict) -> dict:
+    """The moments of two sets of speech, each counted as half (energies are linear in K)."""
+    return {name: ((a[name][0] + b[name][0]) / 2, (a[name][1] + b[name][1]) / 2) for name in a}
+
+
+def moment_factor(k: torch.Tensor) -> torch.Tensor:
+    """F with F F^T = K over K's MOMENT_DIRECTIONS largest directions (all, if fewer)."""
+    values, vectors = torch.linalg.eigh(k.double())
+    values, vectors = values[-MOMENT_DIRECTIONS:], vectors[:, -MOMENT_DIRECTIONS:]
+    return (vectors * values.clamp(min=0).sqrt()).float()
+
+
+def held_layers(model, moments: dict) -> list[tuple[torch.nn.Module, torch.Tensor, float]]:
+    """The peft `model`'s adapted layers, each with its input moment's factor (on the
+    layer's device) and its base output's energy, for change_penalty."""
+    held = []
+    for name, module in model.named_modules():
+        lora_a = getattr(module, "lora_A", None)
+        if not lora_a or "default" not in lora_a:
+            continue
+        k, energy = moments[name.removeprefix("base_model.model.")]
+        device = lora_a["default"].weight.device
+        held.append((module, moment_factor(k).to(device), energy))
+    return held
+
+
+def change_penalty(held: Sequence[tuple[torch.nn.Module, torch.Tensor, float]]) -> torch.Tensor:
+    """How much the adapted layers' outputs move on the speech they are held to, each over
+    its base output's energy: tr(dW K dW^T) / tr(W K W^T) with dW = scaling * B A, averaged
+    over the layers."""
+    total = 0.0
+    for module, factor, energy in held:
+        a, b = module.lora_A["default"].weight, module.lora_B["default"].weight
+        projected = a @ factor.to(a.dtype)  # r x directions
+        inner = projected @ projected.T  # A K A^T, r x r
+        total = total + module.scaling["default"] ** 2 * (inner * (b.T @ b)).sum() / energy
+    return total / max(1, len(held))
 
 
 # ---------------------------------------------------------------- evaluation
@@ -464,12 +569,15 @@ class Hooks:
     output)` instead of the cross-entropy; `prompt(example, vocabulary, labeller, rng)`, the
     prompt an example reads (default: none); `features(input_features, frames, rng)`, a
     batch's log-mel features as trained (`frames`: each row's frames of audio before the
-    padding), the same for the model and for the pull's base model."""
+    padding), the same for the model and for the pull's base model; `moments(own)`, given
+    the layers' input moments on the run's own speech (input_moments), those to hold the
+    change off instead."""
 
     on_epoch: Callable[[object, dict, TrainReport], None] | None = None
     loss: Callable[[object, dict, object], torch.Tensor] | None = None
     prompt: Callable[[Example, Sequence[str], Labeller, random.Random], list[int]] | None = None
     features: Callable[[torch.Tensor, list[int], random.Random], torch.Tensor] | None = None
+    moments: Callable[[dict], dict] | None = None
 
 
 def no_prompt(example: Example, vocabulary, labeller, rng: random.Random) -> list[int]:
@@ -501,6 +609,8 @@ class Run:
     own: int = 0  # windows[:own] are the user's
     replayed: int = 0  # general examples mixed into each epoch
     term_ids: list[list[int]] = field(default_factory=list)  # the vocabulary's tokens
+    moments: dict | None = None  # the layers' inputs the change is held off (input_moments)
+    held: list = field(default_factory=list)  # the adapted layers with them (held_layers)
     identity: dict = field(default_factory=dict)  # what a resumed run must share with this
     saved: object = None  # the state resumed from (runstate.Saved)
     position: object = None  # where the run stands (runstate.Position)
@@ -563,13 +673,15 @@ def finetune(
     make_examples(run, base_dir, lora)
     # 3. Before training (the main process): WERs, and the words the base model misses.
     score_base_model(run)
-    # 4. LoRA, the optimizer and the schedule (linear warm-up, linear decay).
+    # 4. What the change is held off: the base model's layers' inputs on the speech.
+    measure_inputs(run, lora)
+    # 5. LoRA, the optimizer and the schedule (linear warm-up, linear decay).
     add_lora(run, lora)
-    # 5. The epochs: each one's batches shared among the processes, the best epoch kept.
+    # 6. The epochs: each one's batches shared among the processes, the best epoch kept.
     while run.position.epoch <= run.epochs and run.position.step < run.total_steps:
         epoch, seen = run.position.epoch, train_epoch(run)
         end_epoch(run, epoch, seen)
-    # 6. The best epoch's weights (the main process).
+    # 7. The best epoch's weights (the main process).
     return keep_best(run)
 
 
@@ -669,6 +781,23 @@ def score_base_model(run: Run) -> None:
     run.term_ids = term_token_ids(run.processor.tokenizer, run.report.vocabulary)
 
 
+def measure_inputs(run: Run, lora: LoraSettings) -> None:
+    """The adapted layers' input moments on the user's examples (where the decoder writes
+    the vocabulary left out) and, as much again, on general_data's (each process its own,
+    the same)."""
+    if run.settings.change_weight <= 0:
+        return
+    modules = lora.target_modules
+    own = run.windows[: run.own]
+    run.moments = input_moments(run.model, run.collator, run.labeller, own, modules, run.term_ids)
+    general = run.windows[run.own :]
+    if general:
+        found = input_moments(run.model, run.collator, run.labeller, general, modules)
+        run.moments = mean_moments(run.moments, found)
+    if run.hooks.moments is not None:
+        run.moments = run.hooks.moments(run.moments)
+
+
 def add_lora(run: Run, lora: LoraSettings) -> None:
     from peft import LoraConfig, get_peft_model, set_peft_model_state_dict
 
@@ -683,6 +812,8 @@ def add_lora(run: Run, lora: LoraSettings) -> None:
         bias="none",
     )
     model = get_peft_model(run.model, config)
+    if run.moments is not None:
+        run.held = held_layers(model, run.moments)
     if accelerator.device.type == "cuda":
         model.base_model.model.gradient_checkpointing_enable()
         model.base_model.model.enable_input_require_grads()
@@ -820,6 +951,8 @@ def train_step(run: Run, inputs: dict) -> bool:
         if run.settings.hold_weight > 0:
             held = hold_loss(model, inputs, output.logits, run.term_ids)
             loss = loss + run.settings.hold_weight * held
+        if run.held:
+            loss = loss + run.settings.change_weight * change_penalty(run.held)
         accelerator.backward(loss)
         position.losses.append(loss.item())
         if accelerator.sync_gradients:
