@@ -68,7 +68,7 @@ def train(
         default=0, ge=0, le=100000, description="Optimizer steps; 0: use num_train_epochs"
     ),
     learning_rate: float = Input(
-        default=1e-3,
+        default=5e-4,
         ge=1e-6,
         le=0.1,
         description="Peak LoRA learning rate (linear warm-up, linear decay)",
@@ -83,7 +83,7 @@ def train(
         default=0.05, ge=0.0, le=0.9, description="Dropout on the LoRA input"
     ),
     target_modules: str = Input(
-        default="q_proj,k_proj,v_proj,out_proj,fc1,fc2",
+        default="q_proj,v_proj",
         description="Comma-separated, of: q_proj,k_proj,v_proj,out_proj,fc1,fc2",
     ),
     lora_layers: str = Input(
@@ -130,13 +130,14 @@ def train(
         "0: off",
     ),
     change_weight: float = Input(
-        default=1000.0,
+        default=0.0,
         ge=0.0,
         le=100000.0,
         description="Penalty on how much each adapted layer's output moves on the training "
         "speech outside the vocabulary's words (and on general_data), measured on the base "
         "model first: what is taught goes into directions the rest of the speech does not "
-        "use. 0: off",
+        "use. 0: off; 1000 with every target module at learning_rate 1e-3 teaches new "
+        "names best",
     ),
     validation_fraction: float = Input(default=0.1, ge=0.0, le=0.5),
     skip_bad_files: bool = Input(
