@@ -89,7 +89,10 @@ def recipe(overrides: dict) -> tuple[TrainSettings, LoraSettings, Research]:
     }
     if "target_modules" in lora:
         lora["target_modules"] = tuple(lora["target_modules"])
-    return TrainSettings(language="en", **train), LoraSettings(**lora), Research(**research)
+    settings, research = TrainSettings(language="en", **train), Research(**research)
+    if research.change_moments != "training" and settings.change_weight <= 0:
+        raise ValueError("change_moments measures change_weight's penalty: give change_weight")
+    return settings, LoraSettings(**lora), research
 
 
 def served(model, processor, base_dir: Path, folder: Path) -> Path:
