@@ -325,6 +325,24 @@ def test_the_change_penalty_is_each_layers_output_change_on_the_speech_it_was_me
         assert unused < 1e-3 * sum(measured) / len(measured)
 
 
+def test_a_wide_inputs_moment_keeps_its_largest_directions_and_what_they_cost():
+    from whisper_ft.finetune import MOMENT_DIRECTIONS, moment_factor
+
+    generator = torch.Generator().manual_seed(0)
+    width = MOMENT_DIRECTIONS + 512  # as tiny.en's fc2 input (1536)
+    basis, _ = torch.linalg.qr(torch.randn(width, width, generator=generator, dtype=torch.double))
+    spectrum = torch.logspace(0, -8, width, dtype=torch.double)  # most energy in few directions
+    k = (basis * spectrum) @ basis.T
+    factor = moment_factor(k.float()).double()
+    assert factor.shape == (width, MOMENT_DIRECTIONS)
+    kept = basis[:, :MOMENT_DIRECTIONS]
+    # Along the kept directions the factor gives K exactly; the rest it leaves out.
+    assert torch.allclose(kept.T @ factor @ factor.T @ kept, kept.T @ k @ kept, atol=1e-6)
+    left_out = basis[:, -1]
+    assert float(left_out @ factor @ factor.T @ left_out) < 1e-6
+    assert float(torch.trace(factor @ factor.T) / torch.trace(k)) > 0.999
+
+
 def test_moments_of_the_training_speech_leave_out_where_the_decoder_writes_a_taught_term(
     processor,
 ):
