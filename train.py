@@ -136,8 +136,8 @@ def train(
         description="Penalty on how much each adapted layer's output moves on the training "
         "speech outside the vocabulary's words (and on general_data), measured on the base "
         "model first: what is taught goes into directions the rest of the speech does not "
-        "use. 0: off; 1000 with every target module at learning_rate 1e-3 teaches new "
-        "names best",
+        "use. 0: off; 1000, with every target module at learning_rate 1e-3, is the "
+        "README's recipe for teaching new names",
     ),
     validation_fraction: float = Input(default=0.1, ge=0.0, le=0.5),
     skip_bad_files: bool = Input(
