@@ -267,13 +267,10 @@ def general_moments(folder: Path, model: str, base, processor) -> dict:
     made.mkdir()
     data = load_dataset(self_read_zip(made, model), made / "work", validation_fraction=0.0)
     labeller = Labeller(processor.tokenizer, "en", "transcribe", is_multilingual(base))
-    collator = Collator(
-        processor.feature_extractor,
-        pad_token_id=base.config.pad_token_id,
-        decoder_start_token_id=base.config.decoder_start_token_id,
-    )
     examples = [*data.train, *data.validation]
-    return input_moments(base, collator, labeller, examples, LORA_MODULES)
+    return input_moments(
+        base, Collator.for_model(processor, base), labeller, examples, LORA_MODULES
+    )
 
 
 def main() -> None:

@@ -194,11 +194,7 @@ def moved_adapter(model):
 
 def reader(processor, model):
     """The Collator and Labeller a run reads English examples with, plain text."""
-    collator = Collator(
-        processor.feature_extractor,
-        pad_token_id=model.config.pad_token_id,
-        decoder_start_token_id=model.config.decoder_start_token_id,
-    )
+    collator = Collator.for_model(processor, model)
     return collator, Labeller(processor.tokenizer, "en", "transcribe", multilingual=False)
 
 

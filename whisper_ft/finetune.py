@@ -218,6 +218,15 @@ class Collator:
         self.pad_token_id = pad_token_id
         self.decoder_start_token_id = decoder_start_token_id
 
+    @classmethod
+    def for_model(cls, processor, model) -> Collator:
+        """The collator of `model`'s own padding and start tokens."""
+        return cls(
+            processor.feature_extractor,
+            pad_token_id=model.config.pad_token_id,
+            decoder_start_token_id=model.config.decoder_start_token_id,
+        )
+
     def __call__(self, audios: Sequence[np.ndarray], labels: Sequence[list[int]]) -> dict:
         features = self.feature_extractor(
             [samples(a) for a in audios], sampling_rate=SAMPLE_RATE, return_tensors="pt"
@@ -611,7 +620,6 @@ class Run:
     own: int = 0  # windows[:own] are the user's
     replayed: int = 0  # general examples mixed into each epoch
     term_ids: list[list[int]] = field(default_factory=list)  # the vocabulary's tokens
-    moments: dict | None = None  # the layers' inputs the change is held off (input_moments)
     held: list = field(default_factory=list)  # the adapted layers with them (held_layers)
     identity: dict = field(default_factory=dict)  # what a resumed run must share with this
     saved: object = None  # the state resumed from (runstate.Saved)
@@ -676,9 +684,9 @@ def finetune(
     # 3. Before training (the main process): WERs, and the words the base model misses.
     score_base_model(run)
     # 4. What the change is held off: the base model's layers' inputs on the speech.
-    measure_inputs(run, lora)
+    moments = measure_inputs(run, lora)
     # 5. LoRA, the optimizer and the schedule (linear warm-up, linear decay).
-    add_lora(run, lora)
+    add_lora(run, lora, moments)
     # 6. The epochs: each one's batches shared among the processes, the best epoch kept.
     while run.position.epoch <= run.epochs and run.position.step < run.total_steps:
         epoch, seen = run.position.epoch, train_epoch(run)
@@ -730,11 +738,7 @@ def make_examples(run: Run, base_dir: Path, lora: LoraSettings) -> None:
     run.labeller = Labeller(
         run.processor.tokenizer, run.language, run.settings.task, is_multilingual(run.model)
     )
-    run.collator = Collator(
-        run.processor.feature_extractor,
-        pad_token_id=run.model.config.pad_token_id,
-        decoder_start_token_id=run.model.config.decoder_start_token_id,
-    )
+    run.collator = Collator.for_model(run.processor, run.model)
     shape = sentences if run.settings.sentences else (lambda e: [e])
     replay = list(run.general.train) if run.general is not None else []
     run.windows = [s for e in run.dataset.train for s in shape(e)]
@@ -783,24 +787,23 @@ def score_base_model(run: Run) -> None:
     run.term_ids = term_token_ids(run.processor.tokenizer, run.report.vocabulary)
 
 
-def measure_inputs(run: Run, lora: LoraSettings) -> None:
+def measure_inputs(run: Run, lora: LoraSettings) -> dict | None:
     """The adapted layers' input moments on the user's examples (where the decoder writes
     the vocabulary left out) and, as much again, on general_data's (each process its own,
     the same)."""
     if run.settings.change_weight <= 0:
-        return
+        return None
     modules = lora.target_modules
     own = run.windows[: run.own]
-    run.moments = input_moments(run.model, run.collator, run.labeller, own, modules, run.term_ids)
+    moments = input_moments(run.model, run.collator, run.labeller, own, modules, run.term_ids)
     general = run.windows[run.own :]
     if general:
         found = input_moments(run.model, run.collator, run.labeller, general, modules)
-        run.moments = mean_moments(run.moments, found)
-    if run.hooks.moments is not None:
-        run.moments = run.hooks.moments(run.moments)
+        moments = mean_moments(moments, found)
+    return moments if run.hooks.moments is None else run.hooks.moments(moments)
 
 
-def add_lora(run: Run, lora: LoraSettings) -> None:
+def add_lora(run: Run, lora: LoraSettings, moments: dict | None) -> None:
     from peft import LoraConfig, get_peft_model, set_peft_model_state_dict
 
     from whisper_ft import runstate
@@ -814,8 +817,8 @@ def add_lora(run: Run, lora: LoraSettings) -> None:
         bias="none",
     )
     model = get_peft_model(run.model, config)
-    if run.moments is not None:
-        run.held = held_layers(model, run.moments)
+    if moments is not None:
+        run.held = held_layers(model, moments)
     if accelerator.device.type == "cuda":
         model.base_model.model.gradient_checkpointing_enable()
         model.base_model.model.enable_input_require_grads()
