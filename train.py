@@ -67,11 +67,12 @@ def train(
     max_steps: int = Input(
         default=0, ge=0, le=100000, description="Optimizer steps; 0: use num_train_epochs"
     ),
-    learning_rate: float = Input(
-        default=5e-4,
+    learning_rate: float | None = Input(
+        default=None,
         ge=1e-6,
         le=0.1,
-        description="Peak LoRA learning rate (linear warm-up, linear decay)",
+        description="Peak LoRA learning rate (linear warm-up, linear decay); empty: 1e-3 "
+        "where the run teaches new words (its vocabulary is not empty), 5e-4 where not",
     ),
     batch_size: int = Input(default=8, ge=1, le=256, description="Examples per forward pass"),
     gradient_accumulation: int = Input(default=1, ge=1, le=256),
@@ -83,8 +84,9 @@ def train(
         default=0.05, ge=0.0, le=0.9, description="Dropout on the LoRA input"
     ),
     target_modules: str = Input(
-        default="q_proj,v_proj",
-        description="Comma-separated, of: q_proj,k_proj,v_proj,out_proj,fc1,fc2",
+        default="",
+        description="Comma-separated, of: q_proj,k_proj,v_proj,out_proj,fc1,fc2; empty: all "
+        "six where the run teaches new words, q_proj,v_proj where not",
     ),
     lora_layers: str = Input(
         default="all",
@@ -129,15 +131,14 @@ def train(
         "model already reads is held. 1 with general_data keeps general speech closest; "
         "0: off",
     ),
-    change_weight: float = Input(
-        default=0.0,
+    change_weight: float | None = Input(
+        default=None,
         ge=0.0,
         le=100000.0,
         description="Penalty on how much each adapted layer's output moves on the training "
         "speech outside the vocabulary's words (and on general_data), measured on the base "
         "model first: what is taught goes into directions the rest of the speech does not "
-        "use. 0: off; 1000, with every target module at learning_rate 1e-3, is the "
-        "README's recipe for teaching new names",
+        "use. 0: off; empty: 1000 where the run teaches new words, 0 where not",
     ),
     validation_fraction: float = Input(default=0.1, ge=0.0, le=0.5),
     skip_bad_files: bool = Input(
@@ -206,8 +207,8 @@ def train(
             return None  # the main process returns the archive
         manifest = Manifest(
             base_model=args["base_model"],
-            train=settings,
-            lora=lora,
+            train=report.settings,
+            lora=report.lora,
             dataset=dataset_summary(dataset),
             language=report.language,
             wer_before=report.wer_before,

@@ -90,7 +90,7 @@ def recipe(overrides: dict) -> tuple[TrainSettings, LoraSettings, Research]:
     if "target_modules" in lora:
         lora["target_modules"] = tuple(lora["target_modules"])
     settings, research = TrainSettings(language="en", **train), Research(**research)
-    if research.change_moments != "training" and settings.change_weight <= 0:
+    if research.change_moments != "training" and settings.change_weight == 0:
         raise ValueError("change_moments measures change_weight's penalty: give change_weight")
     return settings, LoraSettings(**lora), research
 
@@ -441,6 +441,11 @@ def main() -> None:
         )
         row = {
             "recipe": given or "default",
+            "as_run": {  # the inputs fit_recipe chose from the data, as the run used them
+                "target_modules": list(report.lora.target_modules),
+                "learning_rate": report.settings.learning_rate,
+                "change_weight": report.settings.change_weight,
+            },
             "general_data": args.general,
             "train_seed": settings.seed,
             "recall_before": before["recall"],

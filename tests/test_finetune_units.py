@@ -11,7 +11,14 @@ import pytest
 import torch
 
 from whisper_ft.dataset import Example
-from whisper_ft.finetune import LORA_MODULES, Collator, Labeller, LoraSettings, TrainSettings
+from whisper_ft.finetune import (
+    LORA_MODULES,
+    Collator,
+    Labeller,
+    LoraSettings,
+    TrainSettings,
+    fit_recipe,
+)
 from whisper_ft.subtitles import Cue
 from whisper_ft.wer import word_error_rate
 
@@ -113,6 +120,21 @@ def test_train_settings_validate(settings, message):
         settings.validate()
 
 
+def test_the_inputs_left_empty_follow_whether_the_data_teaches_new_words():
+    taught = fit_recipe(TrainSettings(), LoraSettings(), ["Klombrix"])
+    assert taught[1].target_modules == LORA_MODULES
+    assert (taught[0].learning_rate, taught[0].change_weight) == (1e-3, 1000.0)
+    held = fit_recipe(TrainSettings(), LoraSettings(), [])
+    assert held[1].target_modules == ("q_proj", "v_proj")
+    assert (held[0].learning_rate, held[0].change_weight) == (5e-4, 0.0)
+    # What a user gives is kept, a 0 included; only the empty inputs are chosen.
+    given = TrainSettings(learning_rate=2e-4, change_weight=0.0)
+    mine = fit_recipe(given, LoraSettings(target_modules=("fc1",), rank=8), ["Klombrix"])
+    assert (mine[0].learning_rate, mine[0].change_weight) == (2e-4, 0.0)
+    assert mine[1].target_modules == ("fc1",) and mine[1].rank == 8
+    assert mine[0].hold_weight == given.hold_weight and mine[0].seed == given.seed
+
+
 def test_lora_settings_reject_unknown_modules():
     with pytest.raises(ValueError, match="target_modules: qkv"):
         LoraSettings(target_modules=("qkv",)).validate()
@@ -128,7 +150,9 @@ def test_lora_layer_sets():
     model = WhisperForConditionalGeneration.from_pretrained(hf_model("tiny.en"))
 
     def adapted(**settings) -> set[str]:
-        pattern = LoraSettings(**settings).peft_targets()
+        pattern = LoraSettings(
+            **{"target_modules": ("q_proj", "v_proj"), **settings}
+        ).peft_targets()
         if isinstance(pattern, list):
             return {n for n, _ in model.named_modules() if n.split(".")[-1] in pattern}
         return {n for n, _ in model.named_modules() if re.fullmatch(pattern, n)}

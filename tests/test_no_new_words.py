@@ -57,6 +57,15 @@ def wer_of(model_dir: Path, clips: list[tuple[Path, str]]) -> tuple[float, list[
     return word_error_rate([text for _, text in clips], texts, "en"), texts
 
 
+def test_data_with_no_new_words_is_trained_on_the_q_and_v_projections(tuned):
+    """The recipe's inputs left empty follow the data: no vocabulary found, so the q and v
+    projections alone at 5e-4, without the change penalty (fit_recipe)."""
+    manifest = json.loads((tuned.parent / "manifest.json").read_text())
+    assert manifest["vocabulary"] == []
+    assert manifest["lora"]["target_modules"] == ["q_proj", "v_proj"]
+    assert (manifest["train"]["learning_rate"], manifest["train"]["change_weight"]) == (5e-4, 0)
+
+
 def test_real_speech_is_read_as_well_as_before(tuned):
     clips = shared_speech.files("en")
     if not clips:

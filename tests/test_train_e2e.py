@@ -14,6 +14,7 @@ import pytest
 
 from tests import vocab
 from tests.cog_server import CogServer, data_url, ready_server
+from whisper_ft.finetune import LORA_MODULES
 from whisper_ft.wer import word_error_rate
 
 pytestmark = pytest.mark.slow
@@ -33,17 +34,14 @@ def data(tmp_path_factory) -> dict:
 @pytest.fixture(scope="module")
 def archive(data, tmp_path_factory) -> Path:
     """Train once, through `python -m cog.server.http --x-mode train`, with general speech
-    replayed and scored, with the inputs README gives for teaching new names (every
-    projection, the change held off the training and general speech)."""
+    replayed and scored, the default recipe: the data teaches new names, so every projection
+    is adapted, the change held off the training and general speech."""
     folder = tmp_path_factory.mktemp("train")
     with ready_server(folder / "train.log", train=True) as server:
         result = server.train(
             train_data=data_url(data["zip"], "application/zip"),
             general_data=data_url(data["general_zip"], "application/zip"),
             base_model="tiny.en",
-            target_modules="q_proj,k_proj,v_proj,out_proj,fc1,fc2",
-            learning_rate=1e-3,
-            change_weight=1000,
         )
         assert result["status"] == "succeeded", result.get("error")
         assert "validation WER before training" in result["logs"]
@@ -74,6 +72,10 @@ def test_archive_holds_both_forms_and_a_manifest(archive):
     assert all("general_wer" in epoch for epoch in manifest["history"])
     # The names the base model missed in the transcripts, and nothing else, are served.
     assert set(manifest["vocabulary"]) == set(vocab.TERMS), manifest["vocabulary"]
+    # The inputs left empty, as the run chose them for data that teaches new words.
+    assert manifest["lora"]["target_modules"] == list(LORA_MODULES)
+    assert manifest["train"]["learning_rate"] == 1e-3
+    assert manifest["train"]["change_weight"] == 1000
 
 
 def transcribe_all(server: CogServer, utterances, **inputs) -> list[dict]:

@@ -17,15 +17,16 @@ bench/research.py's prompted recipes do (`Hooks`).
 
 The default recipe (chosen by bench/finetune.py, see BENCHMARKS.md) puts what is taught into
 the merged weights, which then spell it with no prompt: each cue is an example of its own
-(many short examples, not a few 30 s windows), LoRA on the q and v projections of the
-encoder and the decoder (the spelling of a new word is the decoder's), speed perturbation
-so the words are learned across voices, half the examples with timestamp tokens, and a pull
-toward the base model's own predictions on every token but the taught words'
-(`hold_weight`). For data that teaches new names, a second recipe adapts every projection
-at lr 1e-3 and adds a penalty on how much each adapted layer's output moves on the inputs
-the base model sees in the training speech outside those words (`change_weight`): more of
-the names, less forgetting, but on data with no new words it read general speech worse
-than the default (README, BENCHMARKS.md).
+(many short examples, not a few 30 s windows), LoRA on the encoder and the decoder (the
+spelling of a new word is the decoder's), speed perturbation so the words are learned across
+voices, half the examples with timestamp tokens, and a pull toward the base model's own
+predictions on every token but the taught words' (`hold_weight`). Three of its inputs follow
+the data (`fit_recipe`): where the run teaches new words (its vocabulary, found before
+training, is not empty), every projection is adapted at lr 1e-3 with a penalty on how much
+each adapted layer's output moves on the inputs the base model sees in the training speech
+outside those words (`change_weight`); where it teaches none, the q and v projections alone
+at 5e-4, which leave general speech as it was. Each alone fails the other kind of data
+(README, BENCHMARKS.md).
 """
 
 from __future__ import annotations
@@ -71,15 +72,15 @@ class LoraSettings:
     rank: int = setting(32, ge=1, le=256)  # LoRA rank r
     alpha: int = setting(64, ge=1, le=1024)  # updates are scaled by alpha / rank
     dropout: float = setting(0.05, ge=0.0, le=0.9)  # dropout on the LoRA input
-    target_modules: tuple[str, ...] = setting(("q_proj", "v_proj"))  # of LORA_MODULES
+    target_modules: tuple[str, ...] = setting(())  # of LORA_MODULES; (): fit_recipe's
     layers: str = setting("all", choices=list(LORA_LAYERS))  # which layers: see LORA_LAYERS
 
     def validate(self) -> LoraSettings:
         check_settings(self)
         unknown = [m for m in self.target_modules if m not in LORA_MODULES]
-        if unknown or not self.target_modules:
+        if unknown:
             raise ValueError(
-                f"target_modules: {', '.join(unknown) or 'none given'}; "
+                f"target_modules: {', '.join(unknown)}; "
                 f"choose from {', '.join(sorted(LORA_MODULES))}"
             )
         return self
@@ -104,7 +105,8 @@ class TrainSettings:
     task: str = setting("transcribe", choices=list(TASKS))  # translate: English labels
     num_train_epochs: float = setting(5.0, ge=0.1, le=100.0)  # passes over the examples
     max_steps: int = setting(0, ge=0, le=100000)  # optimizer steps; 0: use num_train_epochs
-    learning_rate: float = setting(5e-4, ge=1e-6, le=0.1)  # peak (linear warm-up and decay)
+    # Peak (linear warm-up and decay); None: fit_recipe's.
+    learning_rate: float | None = setting(None, ge=1e-6, le=0.1)
     batch_size: int = setting(8, ge=1, le=256)  # examples per forward pass
     gradient_accumulation: int = setting(1, ge=1, le=256)  # forward passes per optimizer step
     timestamp_fraction: float = setting(0.5, ge=0.0, le=1.0)  # examples with timestamp tokens
@@ -121,9 +123,9 @@ class TrainSettings:
     # Weight of a penalty on how much each adapted layer's output moves on the speech it is
     # held to: the training examples (all but where the decoder writes the vocabulary's
     # words) and general_data, measured on the base model before training. What is taught
-    # goes into the directions the rest of that speech does not use (0: off). Measured
-    # with every projection adapted at lr 1e-3 (README, "teaching new names").
-    change_weight: float = setting(0.0, ge=0.0, le=100000.0)
+    # goes into the directions the rest of that speech does not use (0: off; None:
+    # fit_recipe's).
+    change_weight: float | None = setting(None, ge=0.0, le=100000.0)
     seed: int = setting(0, ge=0, le=2147483647)
     warmup_fraction: float = 0.1  # share of the steps spent warming up
     eval_batch_size: int = 8
@@ -131,6 +133,40 @@ class TrainSettings:
     def validate(self) -> TrainSettings:
         check_settings(self)
         return self
+
+
+# The inputs of the recipe that follow the data, where the run leaves them empty: teaching
+# new words takes every projection at a higher rate, the change held off the rest of the
+# training speech; on data with no new words that reads general speech worse, and the q and
+# v projections alone at 5e-4 leave it as it was (BENCHMARKS.md, "The recipe follows the
+# data").
+RECIPES = {
+    "new words": {"target_modules": LORA_MODULES, "learning_rate": 1e-3, "change_weight": 1000.0},
+    "no new words": {
+        "target_modules": ("q_proj", "v_proj"),
+        "learning_rate": 5e-4,
+        "change_weight": 0.0,
+    },
+}
+
+
+def fit_recipe(
+    settings: TrainSettings, lora: LoraSettings, vocabulary: Sequence[str]
+) -> tuple[TrainSettings, LoraSettings]:
+    """The settings with each input left empty (None, or no target_modules) set from the
+    recipe for the run's data: "new words" where its vocabulary is not empty."""
+    chosen = RECIPES["new words" if vocabulary else "no new words"]
+
+    def fill(given):
+        empty = {
+            name: value
+            for name, value in chosen.items()
+            if name in {f.name for f in dataclasses.fields(given)}
+            and getattr(given, name) in (None, ())
+        }
+        return dataclasses.replace(given, **empty)
+
+    return fill(settings), fill(lora)
 
 
 @dataclass
@@ -147,6 +183,8 @@ class TrainReport:
     best_epoch: int | None = None
     history: list[dict] = field(default_factory=list)  # per epoch: loss, WER
     vocabulary: list[str] = field(default_factory=list)  # served as hotwords
+    settings: TrainSettings | None = None  # the recipe as run (fit_recipe's choices made)
+    lora: LoraSettings | None = None
 
 
 # ---------------------------------------------------------------- labels and the collator
@@ -601,7 +639,7 @@ def no_prompt(example: Example, vocabulary, labeller, rng: random.Random) -> lis
 
 @dataclass
 class Run:
-    """What the phases of one run share: set up in phases 1-4, advanced by phase 5."""
+    """What the phases of one run share: set up in phases 1-6, advanced by phase 7."""
 
     settings: TrainSettings
     dataset: Dataset
@@ -683,15 +721,18 @@ def finetune(
     make_examples(run, base_dir, lora)
     # 3. Before training (the main process): WERs, and the words the base model misses.
     score_base_model(run)
-    # 4. What the change is held off: the base model's layers' inputs on the speech.
+    # 4. The recipe's inputs left empty, chosen by whether the run teaches new words.
+    run.settings, lora = fit_recipe(run.settings, lora, run.report.vocabulary)
+    run.report.settings, run.report.lora = run.settings, lora
+    # 5. What the change is held off: the base model's layers' inputs on the speech.
     moments = measure_inputs(run, lora)
-    # 5. LoRA, the optimizer and the schedule (linear warm-up, linear decay).
+    # 6. LoRA, the optimizer and the schedule (linear warm-up, linear decay).
     add_lora(run, lora, moments)
-    # 6. The epochs: each one's batches shared among the processes, the best epoch kept.
+    # 7. The epochs: each one's batches shared among the processes, the best epoch kept.
     while run.position.epoch <= run.epochs and run.position.step < run.total_steps:
         epoch, seen = run.position.epoch, train_epoch(run)
         end_epoch(run, epoch, seen)
-    # 7. The best epoch's weights (the main process).
+    # 8. The best epoch's weights (the main process).
     return keep_best(run)
 
 

@@ -501,10 +501,11 @@ function renderTrainForm() {
       if (input.type === "int" || input.type === "float") field.inputMode = "decimal";
     }
     field.name = input.name;
-    field.dataset.default = String(input.default);
+    field.dataset.default = input.default === null ? "" : String(input.default);
     const help = document.createElement("small");
     const bounds = input.ge !== null || input.le !== null ? ` (${input.ge ?? ""}…${input.le ?? ""})` : "";
-    help.textContent = `${input.description || ""}${bounds} default: ${input.default}`;
+    const given = input.default === null || input.default === "" ? "" : ` default: ${input.default}`;
+    help.textContent = `${input.description || ""}${bounds}${given}`;
     label.append(field, help);
     form.append(label);
   }
