@@ -24,7 +24,7 @@ from pathlib import Path
 from statistics import mean
 
 from bench import shared_speech
-from bench.finetune import recipe, served
+from bench.finetune import as_run, recipe, served
 from whisper_ft.audio import SAMPLE_RATE, load_audio, write_audio
 from whisper_ft.dataset import load_dataset, read_transcript
 from whisper_ft.finetune import finetune
@@ -115,6 +115,8 @@ def main() -> None:
                 "train_s": train_s,
                 **after,
                 "kept_epoch": report.best_epoch,
+                "vocabulary": report.vocabulary,
+                "as_run": as_run(report),
                 "validation_wer": [round(e["wer"], 2) for e in report.history if "wer" in e],
             }
         )

@@ -95,6 +95,15 @@ def recipe(overrides: dict) -> tuple[TrainSettings, LoraSettings, Research]:
     return settings, LoraSettings(**lora), research
 
 
+def as_run(report) -> dict:
+    """The recipe's inputs that follow the data (fit_recipe), as the run used them."""
+    return {
+        "target_modules": list(report.lora.target_modules),
+        "learning_rate": report.settings.learning_rate,
+        "change_weight": report.settings.change_weight,
+    }
+
+
 def served(model, processor, base_dir: Path, folder: Path) -> Path:
     """The model as the Predictor serves it: LoRA merged (into a copy, so training can go
     on), converted to CTranslate2; returns the folder to serve from."""
@@ -441,11 +450,7 @@ def main() -> None:
         )
         row = {
             "recipe": given or "default",
-            "as_run": {  # the inputs fit_recipe chose from the data, as the run used them
-                "target_modules": list(report.lora.target_modules),
-                "learning_rate": report.settings.learning_rate,
-                "change_weight": report.settings.change_weight,
-            },
+            "as_run": as_run(report),
             "general_data": args.general,
             "train_seed": settings.seed,
             "recall_before": before["recall"],
