@@ -89,3 +89,15 @@ def test_a_missing_file_input_is_a_clear_error_on_the_command_line(tmp_path, cap
         assert main([command, "-o", str(tmp_path)]) == 2
         error = capsys.readouterr().err
         assert error.startswith(f"error: {name} is required: "), error
+
+
+def test_an_input_that_may_be_left_empty_is_left_empty_when_given_empty():
+    import train
+    from whisper_ft.inputs import check_inputs
+
+    given = {"train_data": ROOT / "README.md", "learning_rate": "", "change_weight": "0"}
+    checked = check_inputs(train.train, given)
+    assert checked["learning_rate"] is None  # chosen by the data, as when not given
+    assert checked["change_weight"] == 0.0  # a value given is kept, a 0 included
+    with pytest.raises(InputError, match="learning_rate: 'fast' is not a valid float"):
+        check_inputs(train.train, {**given, "learning_rate": "fast"})
