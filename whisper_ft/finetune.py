@@ -724,6 +724,13 @@ def finetune(
     # 4. The recipe's inputs left empty, chosen by whether the run teaches new words.
     run.settings, lora = fit_recipe(run.settings, lora, run.report.vocabulary)
     run.report.settings, run.report.lora = run.settings, lora
+    logger.info(
+        "recipe for data %s new words: LoRA on %s, learning_rate %g, change_weight %g",
+        "with" if run.report.vocabulary else "with no",
+        ",".join(lora.target_modules),
+        run.settings.learning_rate,
+        run.settings.change_weight,
+    )
     # 5. What the change is held off: the base model's layers' inputs on the speech.
     moments = measure_inputs(run, lora)
     # 6. LoRA, the optimizer and the schedule (linear warm-up, linear decay).
