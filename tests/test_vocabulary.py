@@ -111,3 +111,46 @@ def test_a_spelling_that_differs_only_in_case_is_taught(tokenizer):
         ["Solar works.", "We use SOLAR."], ["solar works.", "We use solar."], tokenizer
     )
     assert found == ["SOLAR"]
+
+
+def test_a_capital_that_starts_a_line_is_the_lines(tokenizer):
+    # Verse (and many subtitles) capitalise every line: a line's first word heard in lower
+    # case is no miss, where a name inside a line still is.
+    verse = (
+        "The lantern swung above the quay,\n"
+        "Perched where the Morvalen tide runs free,\n"
+        "Thrilled by the gulls that wheel and cry."
+    )
+    heard = (
+        "The lantern swung above the quay, perched where the more Valen tide runs free, "
+        "thrilled by the gulls that wheel and cry."
+    )
+    found = find_vocabulary([verse], [heard], tokenizer)
+    assert "Morvalen" in found
+    assert not {"Perched", "Thrilled"} & set(found)
+    # Joined into one line, the same capitals are read as a name's.
+    assert {"Perched", "Thrilled"} <= set(
+        find_vocabulary([verse.replace("\n", " ")], [heard], tokenizer)
+    )
+
+
+def test_the_trainer_reads_each_cue_as_a_line(tokenizer, monkeypatch):
+    import numpy as np
+
+    from whisper_ft import finetune
+    from whisper_ft.dataset import Example
+    from whisper_ft.subtitles import Cue
+
+    lines = ["The lantern swung above the quay,", "Perched where the Morvalen tide runs free."]
+    window = Example(
+        np.zeros(16000 * 6, np.float32),
+        " ".join(lines),
+        (Cue(0.0, 3.0, lines[0]), Cue(3.0, 6.0, lines[1])),
+        "verse.wav",
+        0.0,
+    )
+    heard = "The lantern swung above the quay, perched where the more Valen tide runs free."
+    monkeypatch.setattr(finetune, "transcribe_examples", lambda *args, **kwargs: [heard])
+    processor = type("Processor", (), {"tokenizer": tokenizer})()
+    found = finetune.learn_vocabulary(None, processor, [window], "en", finetune.TrainSettings())
+    assert "Morvalen" in found and "Perched" not in found

@@ -489,7 +489,7 @@ def learn_vocabulary(model, processor, windows, language, settings) -> list[str]
     model missed (whisper_ft/vocabulary.py)."""
     references, heard = [], []
     if settings.learn_vocabulary:
-        references = [e.text for e in windows]
+        references = ["\n".join(c.text for c in e.cues) or e.text for e in windows]
         heard = transcribe_examples(
             model, processor, [e.audio for e in windows], language, settings.task
         )

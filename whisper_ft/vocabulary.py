@@ -16,7 +16,10 @@ from collections.abc import Sequence
 
 WORD = re.compile(r"[^\W_](?:[\w'’.-]*\w)?")  # a word, keeping inner hyphens/apostrophes/dots
 MAX_PROMPT_TOKENS = 150  # Whisper's prompt may hold 223 tokens; leave room for previous text
-SENTENCE_END = re.compile(r"[.!?…]")  # between two words: the second starts a sentence
+# Between two words: the second starts a sentence, or a line (a cue), whose capital is then
+# the sentence's or the line's (verse and many subtitles capitalise every line), not the
+# word's.
+SENTENCE_END = re.compile(r"[.!?…\n]")
 MISSED_SHARE = 0.5  # a word is new when the base model missed at least half its uses
 
 
@@ -34,10 +37,11 @@ def find_vocabulary(
     tokenizer,
     given: Sequence[str] = (),
 ) -> list[str]:
-    """The words of `references` that the base model (its `hypotheses` of the same windows)
-    missed in at least half of their uses, and that its tokenizer splits into two or more
-    pieces (names and rare words, not common words misheard once), most frequent first,
-    after the `given` ones; as many as fit a prompt of MAX_PROMPT_TOKENS."""
+    """The words of `references` (each a window's transcript, a line for each of its cues)
+    that the base model (its `hypotheses` of the same windows) missed in at least half of
+    their uses, and that its tokenizer splits into two or more pieces (names and rare
+    words, not common words misheard once), most frequent first, after the `given` ones;
+    as many as fit a prompt of MAX_PROMPT_TOKENS."""
     used, missed, spelling, cased = Counter(), Counter(), {}, set()
     for reference, hypothesis in zip(references, hypotheses, strict=True):
         heard = set(words(hypothesis))
@@ -74,8 +78,8 @@ def find_vocabulary(
 
 
 def _words_in_sentences(text: str) -> list[tuple[str, bool]]:
-    """The words of `text`, each with whether it starts a sentence (its capital is then the
-    sentence's, not the word's)."""
+    """The words of `text`, each with whether it starts a sentence or a line (its capital is
+    then the sentence's or the line's, not the word's)."""
     found, end = [], None
     for match in WORD.finditer(text):
         starts = end is None or bool(SENTENCE_END.search(text[end : match.start()]))
