@@ -19,7 +19,7 @@ MAX_PROMPT_TOKENS = 150  # Whisper's prompt may hold 223 tokens; leave room for 
 # Between two words: the second starts a sentence, or a line (a cue), whose capital is then
 # the sentence's or the line's (verse and many subtitles capitalise every line), not the
 # word's.
-SENTENCE_END = re.compile(r"[.!?…\n]")
+SENTENCE_OR_LINE_END = re.compile(r"[.!?…\n]")
 MISSED_SHARE = 0.5  # a word is new when the base model missed at least half its uses
 
 
@@ -82,7 +82,7 @@ def _words_in_sentences(text: str) -> list[tuple[str, bool]]:
     then the sentence's or the line's, not the word's)."""
     found, end = [], None
     for match in WORD.finditer(text):
-        starts = end is None or bool(SENTENCE_END.search(text[end : match.start()]))
+        starts = end is None or bool(SENTENCE_OR_LINE_END.search(text[end : match.start()]))
         found.append((match.group(), starts))
         end = match.end()
     return found
