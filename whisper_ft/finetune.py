@@ -150,12 +150,17 @@ RECIPES = {
 }
 
 
+def recipe_for(vocabulary: Sequence[str]) -> str:
+    """The RECIPES entry for a run's data: "new words" where its vocabulary is not empty."""
+    return "new words" if vocabulary else "no new words"
+
+
 def fit_recipe(
     settings: TrainSettings, lora: LoraSettings, vocabulary: Sequence[str]
 ) -> tuple[TrainSettings, LoraSettings]:
     """The settings with each input left empty (None, or no target_modules) set from the
-    recipe for the run's data: "new words" where its vocabulary is not empty."""
-    chosen = RECIPES["new words" if vocabulary else "no new words"]
+    recipe for the run's data (`recipe_for`)."""
+    chosen = RECIPES[recipe_for(vocabulary)]
 
     def fill(given):
         empty = {
@@ -725,8 +730,8 @@ def finetune(
     run.settings, lora = fit_recipe(run.settings, lora, run.report.vocabulary)
     run.report.settings, run.report.lora = run.settings, lora
     logger.info(
-        "recipe for data %s new words: LoRA on %s, learning_rate %g, change_weight %g",
-        "with" if run.report.vocabulary else "with no",
+        "recipe for data with %s: LoRA on %s, learning_rate %g, change_weight %g",
+        recipe_for(run.report.vocabulary),
         ",".join(lora.target_modules),
         run.settings.learning_rate,
         run.settings.change_weight,
