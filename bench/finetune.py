@@ -167,6 +167,8 @@ def score(ct2_dir: Path, vocabulary, held, real, seeds: int, natural=()) -> dict
         hypotheses = [transcriber.transcribe(path, reading).text for path, _ in real]
         if timed:  # decoding time of the real-speech clips, to compare the readings' cost
             result[timed] = time.monotonic() - began
+        if timed == "real_s_served":  # what each clip read, to see what training changed
+            result["real_readings"] = hypotheses
         return word_error_rate([text for _, text in real], hypotheses, "en")
 
     recalls, wers, result = [], [], {"timestamps_ok": True}
@@ -198,6 +200,23 @@ def score(ct2_dir: Path, vocabulary, held, real, seeds: int, natural=()) -> dict
     if wers:
         result["real_wer"], result["real_wer_range"] = mean(wers), [min(wers), max(wers)]
     return result
+
+
+def read_worse(real, before: dict, after: dict) -> list[dict]:
+    """The real-speech clips the trained model reads with more errors than the base model:
+    where the forgetting of the general WER lies (reference, and both readings)."""
+    worse = []
+    for (_, text), was, now in zip(
+        real, before.get("real_readings", ()), after.get("real_readings", ()), strict=False
+    ):
+        if word_error_rate([text], [now], "en") > word_error_rate([text], [was], "en"):
+            worse.append({"reference": text, "before": was, "after": now})
+    return worse
+
+
+def printable(result: dict) -> str:
+    """A score as one log line, without the per-clip readings (they are in the JSON file)."""
+    return json.dumps({k: v for k, v in result.items() if k != "real_readings"})
 
 
 def misses(texts: list[str], utterances) -> list[str]:
@@ -379,11 +398,11 @@ def main() -> None:
     base = WhisperForConditionalGeneration.from_pretrained(base_dir, dtype=torch.float32)
     processor = WhisperProcessor.from_pretrained(base_dir)
     before = score(ct2_model(args.model), [], held, real, args.seeds, natural)
-    print(f"base {args.model}: {json.dumps(before)}", flush=True)
+    print(f"base {args.model}: {printable(before)}", flush=True)
     # The vocabulary alone, without training: the base model reading the found words.
     words = learn_vocabulary(base, processor, dataset.train, "en", TrainSettings())
     prompted = score(ct2_model(args.model), words, held, real, args.seeds)
-    print(f"base {args.model} + vocabulary: {json.dumps(prompted)}", flush=True)
+    print(f"base {args.model} + vocabulary: {printable(prompted)}", flush=True)
     recipes = ([] if args.no_default else [{}]) + [json.loads(s) for s in args.sweep]
     term_ids = term_token_ids(processor.tokenizer, words)
     general_inputs = None
@@ -418,7 +437,7 @@ def main() -> None:
                     **found,
                 }
             )
-            print(f"  {json.dumps(trajectory[-1])}", flush=True)
+            print(f"  {printable(trajectory[-1])}", flush=True)
 
         start = time.monotonic()
         model, processor, report = finetune(
@@ -444,7 +463,7 @@ def main() -> None:
             found = score(ct2_dir, [], held, real, args.seeds, natural)
             shutil.rmtree(ct2_dir.parent)
             parts.append({"encoder": encoder, "decoder": decoder, **found})
-            print(f"  parts {json.dumps(parts[-1])}", flush=True)
+            print(f"  parts {printable(parts[-1])}", flush=True)
         epochs = (
             report.steps * settings.batch_size * settings.gradient_accumulation / len(dataset.train)
         )
@@ -474,6 +493,7 @@ def main() -> None:
             "held_wer_after": after["held_wer"],
             "timestamps_ok": after["timestamps_ok"],
             "missed": after["missed"],
+            "read_worse": read_worse(real, before, after),
             "train_s": train_s,
             "s_per_step": report.seconds / max(1, report.steps),
             "audio_s_per_s": seconds * epochs / report.seconds,
