@@ -458,6 +458,41 @@ def test_the_benchmark_scales_the_encoders_and_the_decoders_change_apart(process
         assert torch.allclose(model(features, labels=labels).logits, trained_logits)
 
 
+def test_the_benchmark_lists_the_clips_read_worse_after_training():
+    from bench.finetune import printable, read_worse
+
+    real = [
+        ("a.wav", "add apples to my shopping list"),
+        ("b.wav", "is the garage door open"),
+        ("c.wav", "set the light to fifty percent"),
+    ]
+    before = {
+        "real_readings": [
+            "Add apples to my chocolate list.",
+            "Is the garage door open?",
+            "Set the light to 50%.",
+        ]
+    }
+    # Case and punctuation are not errors; a changed word is.
+    after = {
+        "real_readings": [
+            "And apples to my chocolate list.",
+            "is the garage door open",
+            "set the light to 50%!",
+        ]
+    }
+    worse = read_worse(real, before, after)
+    assert worse == [
+        {
+            "reference": "add apples to my shopping list",
+            "before": "Add apples to my chocolate list.",
+            "after": "And apples to my chocolate list.",
+        }
+    ]
+    assert read_worse(real, after, before) == []  # fewer errors is not worse
+    assert "real_readings" not in printable(before)
+
+
 def test_best_epoch_weighs_general_speech_forgetting():
     from whisper_ft.finetune import TrainReport, epoch_score
 
