@@ -162,14 +162,15 @@ def score(ct2_dir: Path, vocabulary, held, real, seeds: int, natural=()) -> dict
         "with_vocabulary": TranscribeSettings(language="en", hotwords=as_hotwords(vocabulary)),
     }
 
-    def real_wer(transcriber, reading: TranscribeSettings, timed: str | None = None) -> float:
+    def real_wer(
+        transcriber, reading: TranscribeSettings, timed: str | None = None
+    ) -> tuple[float, list[str]]:
+        """The WER of the real-speech clips, and what each one read."""
         began = time.monotonic()
         hypotheses = [transcriber.transcribe(path, reading).text for path, _ in real]
         if timed:  # decoding time of the real-speech clips, to compare the readings' cost
             result[timed] = time.monotonic() - began
-        if timed == "real_s_served":  # what each clip read, to see what training changed
-            result["real_readings"] = hypotheses
-        return word_error_rate([text for _, text in real], hypotheses, "en")
+        return word_error_rate([text for _, text in real], hypotheses, "en"), hypotheses
 
     recalls, wers, result = [], [], {"timestamps_ok": True}
     for seed in range(seeds):
@@ -193,9 +194,14 @@ def score(ct2_dir: Path, vocabulary, held, real, seeds: int, natural=()) -> dict
                 result[f"recall_{name}"] = 100 * vocab.term_recall(other, held)
                 result[f"held_wer_{name}"] = word_error_rate([u.text for u in held], other, "en")
                 if real:
-                    result[f"real_wer_{name}"] = real_wer(transcriber, reading, f"real_s_{name}")
+                    result[f"real_wer_{name}"], _ = real_wer(transcriber, reading, f"real_s_{name}")
         if real:
-            wers.append(real_wer(transcriber, settings, "real_s_served" if seed == 0 else None))
+            wer, hypotheses = real_wer(
+                transcriber, settings, "real_s_served" if seed == 0 else None
+            )
+            wers.append(wer)
+            if seed == 0:  # what each clip read, to see what training changed (read_worse)
+                result["real_readings"] = hypotheses
     result["recall"], result["recall_range"] = mean(recalls), [min(recalls), max(recalls)]
     if wers:
         result["real_wer"], result["real_wer_range"] = mean(wers), [min(wers), max(wers)]
