@@ -111,6 +111,21 @@ def served(model, processor, base_dir: Path, folder: Path) -> Path:
     return write_models(merge(copy.deepcopy(model)), processor, base_dir, root)
 
 
+def soup(models: list):
+    """The mean of merged models of one architecture (a "model soup", Wortsman et al.,
+    2022): the base weights plus the mean of the trainings' changes. What every training
+    learned stays; what one training's seed made of it alone is averaged down."""
+    import torch
+
+    mixed = copy.deepcopy(models[0])
+    states = [m.state_dict() for m in models]
+    with torch.no_grad():
+        for name, weights in mixed.state_dict().items():
+            if weights.is_floating_point():
+                weights.copy_(torch.stack([s[name] for s in states]).mean(dim=0))
+    return mixed
+
+
 # With --parts: the kept change scaled in the encoder and in the decoder before merging, (1, 1)
 # being the model as trained: where what is learned, and what is forgotten, sits.
 PARTS = ((0.0, 1.0), (0.5, 1.0), (1.0, 0.5), (1.0, 0.0))
@@ -318,6 +333,11 @@ def main() -> None:
         action="store_true",
         help="also score the kept change with its encoder and decoder parts scaled (PARTS)",
     )
+    parser.add_argument(
+        "--soup",
+        action="store_true",
+        help="also score each recipe's merged weights averaged over its training seeds (soup)",
+    )
     # Trainings from other seeds differ far more than seeded scorings of one training
     # (BENCHMARKS.md), so a recipe is judged by the mean of three trainings by default.
     parser.add_argument("--seeds", type=int, default=1, help="scoring passes to average")
@@ -416,7 +436,7 @@ def main() -> None:
         general_inputs = general_moments(folder, args.model, base, processor)
     del base
 
-    rows = []
+    rows, merged, soups = [], {}, []
     trainings = [
         (given, {**given, "seed": given.get("seed", 0) + k})
         for given in recipes
@@ -463,6 +483,8 @@ def main() -> None:
         ct2_dir = served(model, processor, base_dir, folder)
         after = score(ct2_dir, report.vocabulary, held, real, args.seeds, natural)
         shutil.rmtree(ct2_dir.parent)
+        if args.soup:
+            merged.setdefault(json.dumps(given), []).append(merge(copy.deepcopy(model)))
         parts = []
         for encoder, decoder in PARTS if args.parts else ():
             ct2_dir = served(scaled(model, encoder, decoder), processor, base_dir, folder)
@@ -518,11 +540,20 @@ def main() -> None:
         rows.append(row)
         print(json.dumps(row), flush=True)
 
+    for given, models in merged.items() if args.train_seeds > 1 else ():
+        root = Path(tempfile.mkdtemp(prefix="soup-", dir=folder))
+        ct2_dir = write_models(soup(models), processor, base_dir, root)
+        found = score(ct2_dir, [], held, real, args.seeds, natural)
+        shutil.rmtree(root)
+        soups.append({"recipe": json.loads(given) or "default", "trainings": len(models), **found})
+        soups[-1]["read_worse"] = read_worse(real, before, found)
+        print(f"soup of {len(models)}: {printable(soups[-1])}", flush=True)
+
     summary = across_seeds(rows) if args.train_seeds > 1 else []
     RESULTS.mkdir(exist_ok=True)
     voices = "" if args.voices == "espeak" else f"-{args.voices}"
     out = RESULTS / f"finetune-{args.model}{voices}.json"
-    results = {"base": before, "base_with_vocabulary": prompted, "rows": rows}
+    results = {"base": before, "base_with_vocabulary": prompted, "rows": rows, "soups": soups}
     out.write_text(json.dumps({**results, "across_training_seeds": summary}, indent=2))
     print("\n| recipe | recall (weights alone) | natural voice ", end="")
     print("| real-speech WER before -> after ", end="")

@@ -458,6 +458,34 @@ def test_the_benchmark_scales_the_encoders_and_the_decoders_change_apart(process
         assert torch.allclose(model(features, labels=labels).logits, trained_logits)
 
 
+def test_the_benchmarks_soup_is_the_mean_of_the_trainings_changes(processor, adapted):
+    import copy
+
+    from bench.finetune import scaled, soup
+    from whisper_ft.archive import merge
+
+    model, features = adapted
+    labels = labels_batch(processor, "Please open the door.")
+    with moved_adapter(model), torch.no_grad():
+        trained = merge(copy.deepcopy(model))
+        untrained = merge(scaled(model, 0.0, 0.0))
+        halfway = merge(scaled(model, 0.5, 0.5))
+        mixed = soup([trained, untrained])
+        # The mean of a change and none is half the change (a merge is linear in lora_B).
+        assert torch.allclose(
+            mixed(features, labels=labels).logits,
+            halfway(features, labels=labels).logits,
+            atol=1e-4,
+        )
+        assert not torch.allclose(
+            mixed(features, labels=labels).logits,
+            trained(features, labels=labels).logits,
+            atol=1e-3,
+        )
+        # Whisper's output layer is its token embedding: it stays one tensor in the soup.
+        assert mixed.proj_out.weight is mixed.model.decoder.embed_tokens.weight
+
+
 def test_the_benchmark_lists_the_clips_read_worse_after_training():
     from bench.finetune import printable, read_worse
 
