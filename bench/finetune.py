@@ -27,6 +27,9 @@ trainings. It reports, per recipe:
   - training time, seconds per optimizer step and audio seconds trained per second;
   - with --every-epoch, recall and real-speech WER after every epoch as well (the trade-off
     along the way: slower, as each epoch is scored).
+  - with --soup, the same of the mean of each recipe's trained weights over its training
+    seeds, and the clips it reads worse: whether averaging trainings removes what each
+    forgets.
 """
 
 from __future__ import annotations
