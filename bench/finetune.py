@@ -378,6 +378,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.seeds < 1 or args.train_seeds < 1:
         parser.error("--seeds and --train-seeds must be at least 1")
+    if args.soup and args.train_seeds < 2:
+        parser.error("--soup averages a recipe's trainings: give --train-seeds 2 or more")
     logging.basicConfig(level=logging.WARNING)
 
     import torch
@@ -543,7 +545,7 @@ def main() -> None:
         rows.append(row)
         print(json.dumps(row), flush=True)
 
-    for given, models in merged.items() if args.train_seeds > 1 else ():
+    for given, models in merged.items():
         root = Path(tempfile.mkdtemp(prefix="soup-", dir=folder))
         ct2_dir = write_models(soup(models), processor, base_dir, root)
         found = score(ct2_dir, [], held, real, args.seeds, natural)
@@ -595,6 +597,13 @@ def main() -> None:
             ]
             sane_times = "ok" if r["timestamps_ok"] else "BROKEN"
             print(f"| {r['recipe']} | {' | '.join(cells)} | {sane_times} |")
+    for r in soups:
+        print(
+            f"soup of {r['trainings']} trainings of {r['recipe']}: recall {r['recall']:.1f}% "
+            f"({r.get('recall_natural', float('nan')):.1f}% natural), real-speech WER "
+            f"{r.get('real_wer', float('nan')):.2f}%, held-out WER {r['held_wer']:.2f}%, "
+            f"{len(r['read_worse'])} clips read worse"
+        )
     for r in rows:
         if r["every_epoch"]:
             print(f"\n{r['recipe']}: | epoch | validation WER | recall | real-speech WER |")
