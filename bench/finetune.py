@@ -110,8 +110,14 @@ def as_run(report) -> dict:
 def served(model, processor, base_dir: Path, folder: Path) -> Path:
     """The model as the Predictor serves it: LoRA merged (into a copy, so training can go
     on), converted to CTranslate2; returns the folder to serve from."""
+    return serve_merged(merge(copy.deepcopy(model)), processor, base_dir, folder)
+
+
+def serve_merged(merged, processor, base_dir: Path, folder: Path) -> Path:
+    """A merged model converted to CTranslate2 in a folder of its own under `folder`;
+    returns the folder to serve from (remove its parent when done)."""
     root = Path(tempfile.mkdtemp(prefix="served-", dir=folder))
-    return write_models(merge(copy.deepcopy(model)), processor, base_dir, root)
+    return write_models(merged, processor, base_dir, root)
 
 
 def soup(models: list):
@@ -485,11 +491,12 @@ def main() -> None:
         )
         train_s = time.monotonic() - start - scoring[0]
         report.seconds -= scoring[0]
-        ct2_dir = served(model, processor, base_dir, folder)
+        kept = merge(copy.deepcopy(model))
+        ct2_dir = serve_merged(kept, processor, base_dir, folder)
         after = score(ct2_dir, report.vocabulary, held, real, args.seeds, natural)
         shutil.rmtree(ct2_dir.parent)
         if args.soup:
-            merged.setdefault(json.dumps(given), []).append(merge(copy.deepcopy(model)))
+            merged.setdefault(json.dumps(given), []).append(kept)
         parts = []
         for encoder, decoder in PARTS if args.parts else ():
             ct2_dir = served(scaled(model, encoder, decoder), processor, base_dir, folder)
@@ -546,12 +553,17 @@ def main() -> None:
         print(json.dumps(row), flush=True)
 
     for given, models in merged.items():
-        root = Path(tempfile.mkdtemp(prefix="soup-", dir=folder))
-        ct2_dir = write_models(soup(models), processor, base_dir, root)
+        ct2_dir = serve_merged(soup(models), processor, base_dir, folder)
         found = score(ct2_dir, [], held, real, args.seeds, natural)
-        shutil.rmtree(root)
-        soups.append({"recipe": json.loads(given) or "default", "trainings": len(models), **found})
-        soups[-1]["read_worse"] = read_worse(real, before, found)
+        shutil.rmtree(ct2_dir.parent)
+        soups.append(
+            {
+                "recipe": json.loads(given) or "default",
+                "trainings": len(models),
+                **found,
+                "read_worse": read_worse(real, before, found),
+            }
+        )
         print(f"soup of {len(models)}: {printable(soups[-1])}", flush=True)
 
     summary = across_seeds(rows) if args.train_seeds > 1 else []
