@@ -432,6 +432,36 @@ def test_the_hold_pulls_everything_but_the_taught_terms_toward_the_base_model(pr
         assert hold_loss(model, inputs, moved, []) > held
 
 
+def test_the_pulls_base_model_encodes_each_example_once_and_reads_as_before(processor, adapted):
+    from whisper_ft.finetune import BaseEncoded, base_logits, hold_loss, term_token_ids
+
+    model, features = adapted
+    two = torch.cat([features, features.flip(-1)])  # two examples: the clip, and reversed
+    labels = torch.cat([labels_batch(processor, "Please open the Zentrafy.")] * 2)
+    inputs = {"input_features": two, "labels": labels}
+    terms = term_token_ids(processor.tokenizer, ["Zentrafy"])
+    heard = [(0, 16000), (1, 16000)]
+    with moved_adapter(model), torch.no_grad():
+        kept = BaseEncoded()
+        encoded = kept(model, two, heard)
+        # The base model's reading, its encoder output given: as it reads the audio itself.
+        assert torch.allclose(base_logits(model, inputs, encoded), base_logits(model, inputs))
+        moved = model(**inputs).logits
+        assert torch.isclose(
+            hold_loss(model, inputs, moved, terms, encoded), hold_loss(model, inputs, moved, terms)
+        )
+        # Kept: the same examples as heard again are not encoded again (their rows of
+        # silence would read otherwise); a row not heard before is.
+        again = kept(model, torch.zeros_like(two), heard)
+        assert torch.equal(again, encoded) and len(kept.kept) == 2
+        other = kept(model, torch.zeros_like(two), [(0, 16000), (0, 13913)])
+        assert torch.equal(other[0], encoded[0]) and not torch.allclose(other[1], encoded[1])
+        assert len(kept.kept) == 3
+        # Past its limit nothing is kept, and the outputs are as right.
+        none = BaseEncoded(limit=0)
+        assert torch.allclose(none(model, two, heard), encoded) and not none.kept
+
+
 def test_the_benchmark_scales_the_encoders_and_the_decoders_change_apart(processor, adapted):
     from bench.finetune import scaled
 

@@ -322,10 +322,58 @@ def spans(labels: torch.Tensor, term_ids: Sequence[Sequence[int]]) -> torch.Tens
 
 
 @torch.no_grad()
-def base_logits(model, inputs: dict) -> torch.Tensor:
-    """The base model's own predictions on a batch: the peft model with its adapter off."""
+def base_logits(model, inputs: dict, encoded: torch.Tensor | None = None) -> torch.Tensor:
+    """The base model's own predictions on a batch: the peft model with its adapter off;
+    given `encoded` (its encoder's output on the batch's audio), only its decoder runs."""
+    from transformers.modeling_outputs import BaseModelOutput
+
+    if encoded is not None:
+        inputs = {k: v for k, v in inputs.items() if k != "input_features"}
+        inputs["encoder_outputs"] = BaseModelOutput(last_hidden_state=encoded)
     with model.disable_adapter():
         return model(**inputs).logits.float()
+
+
+# The base model's encoder outputs kept for the pull, at most this many bytes (tiny.en's
+# output is 2.3 MB an example, large-v3's 7.7 MB; past the limit they are computed each time).
+BASE_ENCODED_BYTES = 2 * 1024**3
+
+
+@dataclass
+class BaseEncoded:
+    """The base model's encoder output on each training example as heard (its window at
+    one of its speeds), computed the first time the example is trained and kept: the pull's
+    base model then runs its decoder alone, and its encoder was a sixth of a training step of
+    tiny.en on CPU. Only for a model whose encoder has no dropout of its own (Whisper's
+    checkpoints have none), where its output on the same audio is always the same."""
+
+    limit: int = BASE_ENCODED_BYTES
+    kept: dict = field(default_factory=dict)
+    size: int = 0
+
+    @torch.no_grad()
+    def __call__(self, model, features: torch.Tensor, keys: Sequence) -> torch.Tensor:
+        """The encoder output of each row of `features`, the rows named by `keys`. Each
+        missing row is encoded on its own, so that its output does not depend on the batch
+        it first came in (a resumed run reads the very same teacher)."""
+        rows = []
+        for row, key in zip(features, keys, strict=True):
+            encoded = self.kept.get(key)
+            if encoded is None:
+                with model.disable_adapter():
+                    encoder = model.get_base_model().get_encoder()
+                    encoded = encoder(row[None]).last_hidden_state[0]
+                if self.size + encoded.nbytes <= self.limit:
+                    self.kept[key] = encoded.to("cpu", copy=True)
+                    self.size += encoded.nbytes
+            rows.append(encoded.to(features.device))
+        return torch.stack(rows)
+
+
+def has_dropout(config) -> bool:
+    """Whether the Whisper model of `config` drops anything in training (its own dropout)."""
+    names = ("dropout", "attention_dropout", "activation_dropout", "encoder_layerdrop")
+    return any(getattr(config, name, 0) for name in names)
 
 
 def divergence(teacher: torch.Tensor, logits: torch.Tensor, where: torch.Tensor) -> torch.Tensor:
@@ -338,15 +386,21 @@ def divergence(teacher: torch.Tensor, logits: torch.Tensor, where: torch.Tensor)
 
 
 def hold_loss(
-    model, inputs: dict, logits: torch.Tensor, term_ids: Sequence[Sequence[int]]
+    model,
+    inputs: dict,
+    logits: torch.Tensor,
+    term_ids: Sequence[Sequence[int]],
+    encoded: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """The pull toward the base model: the KL divergence from its predictions on every label
     token outside the taught terms (the words around them, timestamps, the end, all of a
-    replayed general example), averaged over all label tokens as the cross-entropy is."""
+    replayed general example), averaged over all label tokens as the cross-entropy is.
+    `encoded`: the base encoder's output on the batch, where it is known (BaseEncoded)."""
     labels = inputs["labels"]
     valid = labels != -100
     held = valid & ~spans(labels, term_ids)
-    return divergence(base_logits(model, inputs), logits, held) / valid.sum().clamp(min=1)
+    teacher = base_logits(model, inputs, encoded)
+    return divergence(teacher, logits, held) / valid.sum().clamp(min=1)
 
 
 # ---------------------------------------------------------------- the change held off the rest
@@ -664,6 +718,7 @@ class Run:
     replayed: int = 0  # general examples mixed into each epoch
     term_ids: list[list[int]] = field(default_factory=list)  # the vocabulary's tokens
     held: list = field(default_factory=list)  # the adapted layers with them (held_layers)
+    base_encoded: BaseEncoded | None = None  # the pull's base encoder outputs, where kept
     identity: dict = field(default_factory=dict)  # what a resumed run must share with this
     saved: object = None  # the state resumed from (runstate.Saved)
     position: object = None  # where the run stands (runstate.Position)
@@ -872,6 +927,8 @@ def add_lora(run: Run, lora: LoraSettings, moments: dict | None) -> None:
     model = get_peft_model(run.model, config)
     if moments is not None:
         run.held = held_layers(model, moments)
+    if run.hooks.features is None and not has_dropout(model.config):
+        run.base_encoded = BaseEncoded()  # each example's audio is the same every epoch
     if accelerator.device.type == "cuda":
         model.base_model.model.gradient_checkpointing_enable()
         model.base_model.model.enable_input_require_grads()
@@ -944,7 +1001,8 @@ def batch_of(run: Run, indices: list[int]) -> dict:
     if run.hooks.features is not None:
         frames = [e.audio.size // HOP_LENGTH for e in chosen]  # a span's, without reading it
         batch["input_features"] = run.hooks.features(batch["input_features"], frames, rng)
-    return {**batch, "windows": torch.tensor(indices)}
+    heard = [e.audio.size for e in chosen]  # with the window, names the audio as trained
+    return {**batch, "windows": torch.tensor(indices), "heard": torch.tensor(heard)}
 
 
 def train_epoch(run: Run) -> list[int]:
@@ -983,8 +1041,9 @@ def train_epoch(run: Run) -> list[int]:
             if run.restore is not None:  # dropout's state where the resumed run stopped
                 runstate.set_torch_random_state(run.restore)
                 run.restore = None
-            seen += inputs.pop("windows").tolist()
-            if not train_step(run, inputs):
+            windows, heard = inputs.pop("windows").tolist(), inputs.pop("heard").tolist()
+            seen += windows
+            if not train_step(run, inputs, list(zip(windows, heard, strict=True))):
                 continue
             run.torch_rng, losses_kept = runstate.torch_random_state(), len(position.losses)
             log_step(run)
@@ -997,8 +1056,9 @@ def train_epoch(run: Run) -> list[int]:
     return seen
 
 
-def train_step(run: Run, inputs: dict) -> bool:
-    """One forward and backward pass; returns whether it ended an optimizer step."""
+def train_step(run: Run, inputs: dict, heard: list[tuple[int, int]]) -> bool:
+    """One forward and backward pass; returns whether it ended an optimizer step. `heard`
+    names each row's audio: its window and its length as trained (its speed)."""
     accelerator, position = run.accelerator, run.position
     with accelerator.accumulate(run.model):
         output = run.model(**inputs)
@@ -1007,7 +1067,10 @@ def train_step(run: Run, inputs: dict) -> bool:
         if run.hooks.loss is not None:
             loss = run.hooks.loss(model, inputs, output)
         if run.settings.hold_weight > 0:
-            held = hold_loss(model, inputs, output.logits, run.term_ids)
+            encoded = None
+            if run.base_encoded is not None:
+                encoded = run.base_encoded(model, inputs["input_features"], heard)
+            held = hold_loss(model, inputs, output.logits, run.term_ids, encoded)
             loss = loss + run.settings.hold_weight * held
         if run.held:
             loss = loss + run.settings.change_weight * change_penalty(run.held)
