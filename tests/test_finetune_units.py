@@ -450,13 +450,15 @@ def test_the_pulls_base_model_encodes_each_example_once_and_reads_as_before(proc
         assert torch.isclose(
             hold_loss(model, inputs, moved, terms, encoded), hold_loss(model, inputs, moved, terms)
         )
-        # Kept: the same examples as heard again are not encoded again (their rows of
-        # silence would read otherwise); a row not heard before is.
-        again = kept(model, torch.zeros_like(two), heard)
+        # Kept: the same examples as heard again are not encoded again (other features
+        # would read otherwise); a row not heard before is, from its own features.
+        zeros = torch.zeros_like(two)
+        again = kept(model, zeros, heard)
         assert torch.equal(again, encoded) and len(kept.kept) == 2
-        other = kept(model, torch.zeros_like(two), [(0, 16000), (0, 13913)])
-        assert torch.equal(other[0], encoded[0]) and not torch.allclose(other[1], encoded[1])
-        assert len(kept.kept) == 3
+        other = kept(model, zeros, [(0, 16000), (0, 13913)])
+        assert torch.equal(other[0], encoded[0])
+        assert torch.allclose(other[1], BaseEncoded(limit=0)(model, zeros[:1], ["new"])[0])
+        assert not torch.allclose(other[1], encoded[1]) and len(kept.kept) == 3
         # Past its limit nothing is kept, and the outputs are as right.
         none = BaseEncoded(limit=0)
         assert torch.allclose(none(model, two, heard), encoded) and not none.kept

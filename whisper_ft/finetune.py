@@ -334,18 +334,19 @@ def base_logits(model, inputs: dict, encoded: torch.Tensor | None = None) -> tor
         return model(**inputs).logits.float()
 
 
-# The base model's encoder outputs kept for the pull, at most this many bytes (tiny.en's
-# output is 2.3 MB an example, large-v3's 7.7 MB; past the limit they are computed each time).
-BASE_ENCODED_BYTES = 2 * 1024**3
+# The base model's encoder outputs kept for the pull, at most this many bytes in each
+# process: an output is 2.3 MB for tiny.en, 3.1 MB for base, 7.7 MB for large-v3, and a cue
+# takes up to three (one a speed), so about 150 cues of tiny.en fit; past the limit the
+# outputs are computed each time they are needed.
+BASE_ENCODED_BYTES = 1024**3
 
 
 @dataclass
 class BaseEncoded:
     """The base model's encoder output on each training example as heard (its window at
     one of its speeds), computed the first time the example is trained and kept: the pull's
-    base model then runs its decoder alone, and its encoder was a sixth of a training step of
-    tiny.en on CPU. Only for a model whose encoder has no dropout of its own (Whisper's
-    checkpoints have none), where its output on the same audio is always the same."""
+    base model then runs its decoder alone. Only for a model that hears the same audio the
+    same way in training (`varies_in_training`)."""
 
     limit: int = BASE_ENCODED_BYTES
     kept: dict = field(default_factory=dict)
@@ -353,27 +354,32 @@ class BaseEncoded:
 
     @torch.no_grad()
     def __call__(self, model, features: torch.Tensor, keys: Sequence) -> torch.Tensor:
-        """The encoder output of each row of `features`, the rows named by `keys`. Each
-        missing row is encoded on its own, so that its output does not depend on the batch
-        it first came in (a resumed run reads the very same teacher)."""
+        """The encoder output of each row of `features`, the rows named by `keys` (any
+        hashable name of the audio as heard). Each missing row is encoded on its own, so
+        that its output does not depend on the batch it first came in (a resumed run reads
+        the very same teacher)."""
         rows = []
-        for row, key in zip(features, keys, strict=True):
-            encoded = self.kept.get(key)
-            if encoded is None:
-                with model.disable_adapter():
-                    encoder = model.get_base_model().get_encoder()
+        with model.disable_adapter():
+            encoder = model.get_base_model().get_encoder()
+            for row, key in zip(features, keys, strict=True):
+                encoded = self.kept.get(key)
+                if encoded is None:
                     encoded = encoder(row[None]).last_hidden_state[0]
-                if self.size + encoded.nbytes <= self.limit:
-                    self.kept[key] = encoded.to("cpu", copy=True)
-                    self.size += encoded.nbytes
-            rows.append(encoded.to(features.device))
+                    if self.size + encoded.nbytes <= self.limit:
+                        self.kept[key] = encoded.to("cpu", copy=True)
+                        self.size += encoded.nbytes
+                rows.append(encoded.to(features.device))
         return torch.stack(rows)
 
 
-def has_dropout(config) -> bool:
-    """Whether the Whisper model of `config` drops anything in training (its own dropout)."""
+def varies_in_training(config) -> bool:
+    """Whether the Whisper model of `config` hears the same audio differently from one
+    training step to the next: its own dropout, layer drop or SpecAugment (Whisper's
+    checkpoints have none of them)."""
     names = ("dropout", "attention_dropout", "activation_dropout", "encoder_layerdrop")
-    return any(getattr(config, name, 0) for name in names)
+    return any(getattr(config, name, 0) for name in names) or bool(
+        getattr(config, "apply_spec_augment", False)
+    )
 
 
 def divergence(teacher: torch.Tensor, logits: torch.Tensor, where: torch.Tensor) -> torch.Tensor:
@@ -927,7 +933,7 @@ def add_lora(run: Run, lora: LoraSettings, moments: dict | None) -> None:
     model = get_peft_model(run.model, config)
     if moments is not None:
         run.held = held_layers(model, moments)
-    if run.hooks.features is None and not has_dropout(model.config):
+    if run.hooks.features is None and not varies_in_training(model.config):
         run.base_encoded = BaseEncoded()  # each example's audio is the same every epoch
     if accelerator.device.type == "cuda":
         model.base_model.model.gradient_checkpointing_enable()
@@ -1001,8 +1007,8 @@ def batch_of(run: Run, indices: list[int]) -> dict:
     if run.hooks.features is not None:
         frames = [e.audio.size // HOP_LENGTH for e in chosen]  # a span's, without reading it
         batch["input_features"] = run.hooks.features(batch["input_features"], frames, rng)
-    heard = [e.audio.size for e in chosen]  # with the window, names the audio as trained
-    return {**batch, "windows": torch.tensor(indices), "heard": torch.tensor(heard)}
+    lengths = [e.audio.size for e in chosen]  # as perturbed: with the window, the speed
+    return {**batch, "windows": torch.tensor(indices), "lengths": torch.tensor(lengths)}
 
 
 def train_epoch(run: Run) -> list[int]:
@@ -1041,9 +1047,9 @@ def train_epoch(run: Run) -> list[int]:
             if run.restore is not None:  # dropout's state where the resumed run stopped
                 runstate.set_torch_random_state(run.restore)
                 run.restore = None
-            windows, heard = inputs.pop("windows").tolist(), inputs.pop("heard").tolist()
+            windows, lengths = inputs.pop("windows").tolist(), inputs.pop("lengths").tolist()
             seen += windows
-            if not train_step(run, inputs, list(zip(windows, heard, strict=True))):
+            if not train_step(run, inputs, list(zip(windows, lengths, strict=True))):
                 continue
             run.torch_rng, losses_kept = runstate.torch_random_state(), len(position.losses)
             log_step(run)
@@ -1069,7 +1075,8 @@ def train_step(run: Run, inputs: dict, heard: list[tuple[int, int]]) -> bool:
         if run.settings.hold_weight > 0:
             encoded = None
             if run.base_encoded is not None:
-                encoded = run.base_encoded(model, inputs["input_features"], heard)
+                with accelerator.autocast():  # the precision the model trains in
+                    encoded = run.base_encoded(model, inputs["input_features"], heard)
             held = hold_loss(model, inputs, output.logits, run.term_ids, encoded)
             loss = loss + run.settings.hold_weight * held
         if run.held:
