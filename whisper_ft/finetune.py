@@ -350,7 +350,6 @@ class BaseEncoded:
 
     limit: int = BASE_ENCODED_BYTES
     kept: dict = field(default_factory=dict)
-    size: int = 0
 
     @torch.no_grad()
     def __call__(self, model, features: torch.Tensor, keys: Sequence) -> torch.Tensor:
@@ -365,9 +364,9 @@ class BaseEncoded:
                 encoded = self.kept.get(key)
                 if encoded is None:
                     encoded = encoder(row[None]).last_hidden_state[0]
-                    if self.size + encoded.nbytes <= self.limit:
+                    held = sum(kept.nbytes for kept in self.kept.values())
+                    if held + encoded.nbytes <= self.limit:
                         self.kept[key] = encoded.to("cpu", copy=True)
-                        self.size += encoded.nbytes
                 rows.append(encoded.to(features.device))
         return torch.stack(rows)
 
