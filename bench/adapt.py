@@ -20,13 +20,14 @@ import shutil
 import tempfile
 import time
 import zipfile
+from dataclasses import dataclass
 from pathlib import Path
 from statistics import mean
 
 from bench import shared_speech
 from bench.finetune import as_run, recipe, served
 from whisper_ft.audio import SAMPLE_RATE, load_audio, write_audio
-from whisper_ft.dataset import load_dataset, read_transcript
+from whisper_ft.dataset import Dataset, load_dataset, read_transcript
 from whisper_ft.finetune import finetune
 from whisper_ft.subtitles import Cue, write_vtt
 from whisper_ft.transcribe import Transcriber, TranscribeSettings
@@ -71,6 +72,49 @@ def score(model_dir: Path, tail: Path, reference: str, real) -> dict:
     }
 
 
+@dataclass
+class RealVoice:
+    """The adaptation's data, made and scored untrained once: the training zip's dataset,
+    the rest of the recording with its reference, the real-speech clips, and the base
+    model's scores (`before`)."""
+
+    dataset: Dataset
+    tail: Path
+    reference: str
+    real: list
+    before: dict
+
+    @classmethod
+    def make(cls, folder: Path, model: str, share: float = 0.6) -> RealVoice:
+        folder.mkdir(parents=True, exist_ok=True)
+        train_zip, tail, reference = split_recording(folder, share)
+        real = shared_speech.files("en", shared_speech.GENERAL)
+        dataset = load_dataset(train_zip, folder / "work", validation_fraction=0.1)
+        return cls(dataset, tail, reference, real, score(ct2_model(model), tail, reference, real))
+
+    def adapt(self, base_dir: Path, overrides: dict, folder: Path) -> dict:
+        """Train a recipe (bench.finetune's JSON overrides, its seed included) on the first
+        part and score the result as served: in-domain and general WER, training time."""
+        start = time.monotonic()
+        settings, lora, research = recipe(overrides)
+        model, processor, report = finetune(
+            base_dir, self.dataset, settings, lora, hooks=research.hooks()
+        )
+        train_s = time.monotonic() - start
+        ct2_dir = served(model, processor, base_dir, folder)
+        after = score(ct2_dir, self.tail, self.reference, self.real)
+        shutil.rmtree(ct2_dir.parent)
+        return {
+            "train_seed": settings.seed,
+            "train_s": train_s,
+            **after,
+            "kept_epoch": report.best_epoch,
+            "vocabulary": report.vocabulary,
+            "as_run": as_run(report),
+            "validation_wer": [round(e["wer"], 2) for e in report.history if "wer" in e],
+        }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--model", default="tiny.en")
@@ -89,37 +133,16 @@ def main() -> None:
     logging.basicConfig(level=logging.WARNING)
 
     folder = Path(tempfile.mkdtemp(prefix="bench-adapt-"))
-    train_zip, tail, reference = split_recording(folder, args.train_share)
-    real = shared_speech.files("en", shared_speech.GENERAL)
+    voice = RealVoice.make(folder, args.model, args.train_share)
     base_dir = hf_model(args.model)
-    dataset = load_dataset(train_zip, folder / "work", validation_fraction=0.1)
-    minutes = sum(e.audio.size for e in dataset.train) / SAMPLE_RATE / 60
-    print(f"{RECORDING}: {minutes:.1f} min to train on, {len(dataset.train)} windows")
-    before = score(ct2_model(args.model), tail, reference, real)
+    minutes = sum(e.audio.size for e in voice.dataset.train) / SAMPLE_RATE / 60
+    print(f"{RECORDING}: {minutes:.1f} min to train on, {len(voice.dataset.train)} windows")
+    before = voice.before
     print(f"base {args.model}: {json.dumps(before)}", flush=True)
 
     rows = []
     for seed in range(args.train_seeds):
-        start = time.monotonic()
-        settings, lora, research = recipe({**json.loads(args.recipe), "seed": seed})
-        model, processor, report = finetune(
-            base_dir, dataset, settings, lora, hooks=research.hooks()
-        )
-        train_s = time.monotonic() - start
-        ct2_dir = served(model, processor, base_dir, folder)
-        after = score(ct2_dir, tail, reference, real)
-        shutil.rmtree(ct2_dir.parent)
-        rows.append(
-            {
-                "train_seed": seed,
-                "train_s": train_s,
-                **after,
-                "kept_epoch": report.best_epoch,
-                "vocabulary": report.vocabulary,
-                "as_run": as_run(report),
-                "validation_wer": [round(e["wer"], 2) for e in report.history if "wer" in e],
-            }
-        )
+        rows.append(voice.adapt(base_dir, {**json.loads(args.recipe), "seed": seed}, folder))
         print(json.dumps(rows[-1]), flush=True)
 
     RESULTS.mkdir(exist_ok=True)

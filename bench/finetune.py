@@ -25,6 +25,8 @@ trainings. It reports, per recipe:
     model's, same settings;
   - timestamp sanity of the tuned model's segments on the held-out sentences;
   - training time, seconds per optimizer step and audio seconds trained per second;
+  - the real-voice adaptation of bench.adapt, trained from the same recipe and seed (unless
+    --no-adapt): WER on the rest of one real reading and on the real clips, before and after;
   - with --every-epoch, recall and real-speech WER after every epoch as well (the trade-off
     along the way: slower, as each epoch is scored).
   - with --soup, the same of the mean of each recipe's trained weights over its training
@@ -263,6 +265,8 @@ SPREAD = (
     "real_wer_after_with_vocabulary",
     "serving_ratio",
     "train_s",
+    "in_domain_wer_after",
+    "adapt_general_wer_after",
 )
 
 
@@ -370,6 +374,11 @@ def main() -> None:
         "bring them (Mixtral 8x7B, GPT-4o, Llama 3.1 70B, ... and invented names)",
     )
     parser.add_argument(
+        "--no-adapt",
+        action="store_true",
+        help="leave out the real-voice adaptation (bench.adapt) of each recipe and seed",
+    )
+    parser.add_argument(
         "--general",
         choices=("none", "raven", "self", "everyday", "rare"),
         default="none",
@@ -446,6 +455,17 @@ def main() -> None:
     if any(recipe(given)[2].change_moments != "training" for given in recipes):
         general_inputs = general_moments(folder, args.model, base, processor)
     del base
+    # Point 5 in the same table: each recipe and seed also adapts a model to one real reader
+    # (bench.adapt), scored on the rest of the reading and on the real clips.
+    voice = None
+    if not args.no_adapt:
+        from bench.adapt import LONGFORM, RealVoice
+
+        if (LONGFORM / "audio").is_dir():
+            voice = RealVoice.make(folder / "real-voice", args.model)
+            print(f"real voice, base {args.model}: {json.dumps(voice.before)}", flush=True)
+        else:
+            print(f"{LONGFORM} is absent: no real-voice adaptation")
 
     rows, merged, soups = [], {}, []
     trainings = [
@@ -504,6 +524,7 @@ def main() -> None:
             shutil.rmtree(ct2_dir.parent)
             parts.append({"encoder": encoder, "decoder": decoder, **found})
             print(f"  parts {printable(parts[-1])}", flush=True)
+        adapted = voice.adapt(base_dir, overrides, folder) if voice else {}
         epochs = (
             report.steps * settings.batch_size * settings.gradient_accumulation / len(dataset.train)
         )
@@ -532,6 +553,13 @@ def main() -> None:
             "held_wer_before": before["held_wer"],
             "held_wer_after": after["held_wer"],
             "timestamps_ok": after["timestamps_ok"],
+            # The real-voice adaptation: WER on the rest of the reading and on the real clips,
+            # before and after its own training of the recipe.
+            "in_domain_wer_before": voice.before["in_domain_wer"] if voice else None,
+            "in_domain_wer_after": adapted.get("in_domain_wer"),
+            "adapt_general_wer_before": voice.before["general_wer"] if voice else None,
+            "adapt_general_wer_after": adapted.get("general_wer"),
+            "adapt": adapted,
             "missed": after["missed"],
             "read_worse": read_worse(real, before, after),
             "train_s": train_s,
@@ -575,14 +603,19 @@ def main() -> None:
     print("\n| recipe | recall (weights alone) | natural voice ", end="")
     print("| real-speech WER before -> after ", end="")
     print("| held-out WER | with use_vocabulary: recall, real WER | serving time ", end="")
-    print("| timestamps | training |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("| timestamps | training | real voice: in-domain WER, general WER |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
 
     def seeded(row: dict) -> str:
         return f", seed {row['train_seed']}" if args.train_seeds > 1 else ""
 
     for r in rows:
-        wer, ratio, prompted, heard = "n/a", "n/a", "-", "-"
+        wer, ratio, prompted, heard, voiced = "n/a", "n/a", "-", "-", "-"
+        if r["in_domain_wer_after"] is not None:
+            voiced = (
+                f"{r['in_domain_wer_before']:.2f}% -> {r['in_domain_wer_after']:.2f}%, "
+                f"{r['adapt_general_wer_before']:.2f}% -> {r['adapt_general_wer_after']:.2f}%"
+            )
         if r["recall_natural_after"] is not None:
             heard = f"{r['recall_natural_before']:.0f}% -> {r['recall_natural_after']:.1f}%"
         if r["real_wer_before"] is not None:
@@ -597,7 +630,7 @@ def main() -> None:
             f"| {heard} | {wer} | {r['held_wer_before']:.2f}% -> {r['held_wer_after']:.2f}% "
             f"| {prompted} "
             f"| {ratio} | {'ok' if r['timestamps_ok'] else 'BROKEN'} | {r['train_s']:.0f} s "
-            f"({r['s_per_step']:.1f} s/step, {r['audio_s_per_s']:.1f} audio-s/s) |"
+            f"({r['s_per_step']:.1f} s/step, {r['audio_s_per_s']:.1f} audio-s/s) | {voiced} |"
         )
     if summary:
         print(f"\nacross {args.train_seeds} training seeds, mean (range):")
