@@ -430,6 +430,9 @@ def test_the_hold_pulls_everything_but_the_taught_terms_toward_the_base_model(pr
         assert hold_loss(model, inputs, only_term, terms) < 1e-6
         # Without taught terms every token is held, the term's too.
         assert hold_loss(model, inputs, moved, []) > held
+        # Softened by a temperature, the pull still holds what moved and frees the term.
+        assert hold_loss(model, inputs, moved, terms, temperature=2.0) > 0
+        assert hold_loss(model, inputs, only_term, terms, temperature=2.0) < 1e-6
 
 
 def test_the_pulls_base_model_encodes_each_example_once_and_reads_as_before(processor, adapted):

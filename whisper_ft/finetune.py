@@ -120,6 +120,10 @@ class TrainSettings:
     # switched off) on every label token but the vocabulary's, all of general_data's
     # included: the new words are learned, what the base model already reads is held (0: off).
     hold_weight: float = setting(1.0, ge=0.0, le=100.0)
+    # The pull's temperature: both models' predictions softened by it before the divergence
+    # (times its square, so the pull's size stays that of hold_weight), which weighs the
+    # base model's second choices as well as its first (Hinton et al., 2015).
+    hold_temperature: float = 1.0
     # Weight of a penalty on how much each adapted layer's output moves on the speech it is
     # held to: the training examples (all but where the decoder writes the vocabulary's
     # words) and general_data, measured on the base model before training. What is taught
@@ -132,6 +136,8 @@ class TrainSettings:
 
     def validate(self) -> TrainSettings:
         check_settings(self)
+        if self.hold_temperature <= 0:
+            raise ValueError(f"hold_temperature must be above 0, not {self.hold_temperature}")
         return self
 
 
@@ -381,13 +387,16 @@ def varies_in_training(config) -> bool:
     )
 
 
-def divergence(teacher: torch.Tensor, logits: torch.Tensor, where: torch.Tensor) -> torch.Tensor:
-    """KL(teacher || student) of the label tokens `where` is true, summed."""
+def divergence(
+    teacher: torch.Tensor, logits: torch.Tensor, where: torch.Tensor, temperature: float = 1.0
+) -> torch.Tensor:
+    """KL(teacher || student) of the label tokens `where` is true, summed; both softened by
+    `temperature`, times its square."""
     if not where.any():
         return logits.sum() * 0.0  # keeps the graph (and every process's backward) whole
-    teacher_log = torch.log_softmax(teacher[where], dim=-1)
-    student_log = torch.log_softmax(logits[where].float(), dim=-1)
-    return torch.sum(teacher_log.exp() * (teacher_log - student_log))
+    teacher_log = torch.log_softmax(teacher[where] / temperature, dim=-1)
+    student_log = torch.log_softmax(logits[where].float() / temperature, dim=-1)
+    return temperature**2 * torch.sum(teacher_log.exp() * (teacher_log - student_log))
 
 
 def hold_loss(
@@ -396,6 +405,7 @@ def hold_loss(
     logits: torch.Tensor,
     term_ids: Sequence[Sequence[int]],
     encoded: torch.Tensor | None = None,
+    temperature: float = 1.0,
 ) -> torch.Tensor:
     """The pull toward the base model: the KL divergence from its predictions on every label
     token outside the taught terms (the words around them, timestamps, the end, all of a
@@ -405,7 +415,7 @@ def hold_loss(
     valid = labels != -100
     held = valid & ~spans(labels, term_ids)
     teacher = base_logits(model, inputs, encoded)
-    return divergence(teacher, logits, held) / valid.sum().clamp(min=1)
+    return divergence(teacher, logits, held, temperature) / valid.sum().clamp(min=1)
 
 
 # ---------------------------------------------------------------- the change held off the rest
@@ -1076,7 +1086,9 @@ def train_step(run: Run, inputs: dict, heard: list[tuple[int, int]]) -> bool:
             if run.base_encoded is not None:
                 with accelerator.autocast():  # the precision the model trains in
                     encoded = run.base_encoded(model, inputs["input_features"], heard)
-            held = hold_loss(model, inputs, output.logits, run.term_ids, encoded)
+            held = hold_loss(
+                model, inputs, output.logits, run.term_ids, encoded, run.settings.hold_temperature
+            )
             loss = loss + run.settings.hold_weight * held
         if run.held:
             loss = loss + run.settings.change_weight * change_penalty(run.held)
