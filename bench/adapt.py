@@ -92,13 +92,15 @@ class RealVoice:
         dataset = load_dataset(train_zip, folder / "work", validation_fraction=0.1)
         return cls(dataset, tail, reference, real, score(ct2_model(model), tail, reference, real))
 
-    def adapt(self, base_dir: Path, overrides: dict, folder: Path) -> dict:
+    def adapt(self, base_dir: Path, overrides: dict, folder: Path, general=None) -> dict:
         """Train a recipe (bench.finetune's JSON overrides, its seed included) on the first
-        part and score the result as served: in-domain and general WER, training time."""
+        part and score the result as served: in-domain and general WER, training time.
+        `general`: the layers' input moments on real recordings, for a recipe whose
+        change_moments needs them (bench.finetune's general_moments)."""
         start = time.monotonic()
         settings, lora, research = recipe(overrides)
         model, processor, report = finetune(
-            base_dir, self.dataset, settings, lora, hooks=research.hooks()
+            base_dir, self.dataset, settings, lora, hooks=research.hooks(general=general)
         )
         train_s = time.monotonic() - start
         ct2_dir = served(model, processor, base_dir, folder)

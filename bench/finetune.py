@@ -524,7 +524,7 @@ def main() -> None:
             shutil.rmtree(ct2_dir.parent)
             parts.append({"encoder": encoder, "decoder": decoder, **found})
             print(f"  parts {printable(parts[-1])}", flush=True)
-        adapted = voice.adapt(base_dir, overrides, folder) if voice else {}
+        adapted = voice.adapt(base_dir, overrides, folder, general_inputs) if voice else {}
         epochs = (
             report.steps * settings.batch_size * settings.gradient_accumulation / len(dataset.train)
         )
