@@ -99,6 +99,8 @@ class RealVoice:
         change_moments needs them (bench.finetune's general_moments)."""
         start = time.monotonic()
         settings, lora, research = recipe(overrides)
+        if not research.replay_cross_entropy:
+            raise ValueError("replay_cross_entropy=false needs the run's own terms")
         model, processor, report = finetune(
             base_dir, self.dataset, settings, lora, hooks=research.hooks(general=general)
         )
