@@ -72,6 +72,13 @@ def score(model_dir: Path, tail: Path, reference: str, real) -> dict:
     }
 
 
+def check_adaptable(overrides: dict) -> None:
+    """Refuse a recipe the reading cannot train: without the replay's cross-entropy, the
+    examples that write none of the run's terms (all of the reading's) learn nothing."""
+    if not recipe(overrides)[2].replay_cross_entropy:
+        raise ValueError("replay_cross_entropy=false needs the run's own terms")
+
+
 @dataclass
 class RealVoice:
     """The adaptation's data, made and scored untrained once: the training zip's dataset,
@@ -98,9 +105,8 @@ class RealVoice:
         `general`: the layers' input moments on real recordings, for a recipe whose
         change_moments needs them (bench.finetune's general_moments)."""
         start = time.monotonic()
+        check_adaptable(overrides)
         settings, lora, research = recipe(overrides)
-        if not research.replay_cross_entropy:
-            raise ValueError("replay_cross_entropy=false needs the run's own terms")
         model, processor, report = finetune(
             base_dir, self.dataset, settings, lora, hooks=research.hooks(general=general)
         )

@@ -395,10 +395,14 @@ def main() -> None:
         parser.error("--seeds and --train-seeds must be at least 1")
     if args.soup and args.train_seeds < 2:
         parser.error("--soup averages a recipe's trainings: give --train-seeds 2 or more")
-    if not args.no_adapt and any(
-        json.loads(given).get("replay_cross_entropy") is False for given in args.sweep
-    ):  # the real voice's cross-entropy would find none of the run's terms: nothing learned
-        parser.error("replay_cross_entropy=false needs the run's own terms: add --no-adapt")
+    if not args.no_adapt:
+        from bench.adapt import check_adaptable
+
+        try:  # before anything is scored, not after the first training
+            for given in args.sweep:
+                check_adaptable(json.loads(given))
+        except ValueError as e:
+            parser.error(f"{e} (the real-voice adaptation): add --no-adapt")
     logging.basicConfig(level=logging.WARNING)
 
     import torch
