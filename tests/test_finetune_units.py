@@ -641,6 +641,45 @@ def test_speed_perturbation_scales_audio_and_cue_times_together():
     assert perturb_speed(window, 0.0, rng) is window
 
 
+def test_random_onset_cuts_only_audio_before_the_first_cue_and_moves_the_cues():
+    import random
+
+    from whisper_ft.finetune import random_onset
+
+    audio = np.arange(160000, dtype=np.float32)  # 10 s, each sample its own index
+    window = Example(audio, "a b", (Cue(0.5, 4.0, "a"), Cue(5.0, 9.5, "b")), "a.wav", 0.0)
+    rng = random.Random(0)
+    cuts = []
+    for _ in range(40):
+        cut_window, cut = random_onset(window, rng)
+        cuts.append(cut)
+        assert 0 <= cut <= 0.5 * 16000  # never into the first cue's speech
+        assert cut_window.audio[0] == cut and cut_window.audio.size == audio.size - cut
+        for cue, original in zip(cut_window.cues, window.cues, strict=True):
+            assert cue.start == pytest.approx(original.start - cut / 16000, abs=1e-6)
+            assert cue.end == pytest.approx(original.end - cut / 16000, abs=1e-6)
+            assert cue.text == original.text
+    assert min(cuts) < 0.1 * 16000 and max(cuts) > 0.4 * 16000  # from none to nearly all
+    at_zero = Example(audio, "a", (Cue(0.0, 4.0, "a"),), "a.wav", 0.0)
+    assert random_onset(at_zero, rng) == (at_zero, 0)
+    clip = Example(audio, "a", (), "a.wav", 0.0)  # a .txt clip: no times, nothing cut
+    assert random_onset(clip, rng) == (clip, 0)
+
+
+def test_whole_windows_are_trained_beside_their_sentences():
+    from whisper_ft.finetune import TrainSettings, examples_of
+
+    audio = np.zeros(160000, np.float32)
+    window = Example(audio, "a b", (Cue(1.0, 4.0, "a"), Cue(5.0, 9.5, "b")), "a.wav", 0.0)
+    single = Example(audio, "a", (Cue(1.0, 4.0, "a"),), "a.wav", 0.0)
+    plain = examples_of(window, TrainSettings())
+    assert [e.text for e in plain] == ["a", "b"]
+    both = examples_of(window, TrainSettings(whole_windows=True))
+    assert [e.text for e in both] == ["a", "b", "a b"] and both[-1] is window
+    assert len(examples_of(single, TrainSettings(whole_windows=True))) == 1  # not twice
+    assert examples_of(window, TrainSettings(sentences=False)) == [window]
+
+
 def test_prompted_labels_read_the_prompt_and_learn_only_the_transcript(processor):
     from transformers import WhisperForConditionalGeneration
 

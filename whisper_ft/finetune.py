@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
 import json
 import logging
 import math
@@ -113,6 +114,12 @@ class TrainSettings:
     # Train on each cue as a short example of its own (True), or on windows of up to 30 s
     # holding several cues: many short examples put new words into the weights.
     sentences: bool = setting(True)
+    # With sentences: each window of several cues is also trained whole, so that the long
+    # audio general speech fills is trained (and held by the pull) as well as the short.
+    whole_windows: bool = False
+    # Each example's audio before its first cue cut to a random length, from none to all the
+    # window holds, so that speech starting at the very start of the audio is trained too.
+    random_onset: bool = False
     speed_perturbation: float = setting(0.15, ge=0.0, le=0.3)  # 1 -/+ this speed, a third each
     vocabulary: tuple[str, ...] = setting(())  # words the run teaches, besides those found
     learn_vocabulary: bool = setting(True)  # find the words the base model missed
@@ -590,6 +597,33 @@ def perturb_speed(example: Example, amount: float, rng: random.Random) -> Exampl
     return dataclasses.replace(example, audio=audio, cues=cues)
 
 
+def examples_of(window: Example, settings: TrainSettings) -> list[Example]:
+    """The examples a window is trained as: itself, or each of its cues alone (sentences),
+    and then itself as well where it holds several (whole_windows)."""
+    if not settings.sentences:
+        return [window]
+    whole = [window] if settings.whole_windows and len(window.cues) > 1 else []
+    return sentences(window) + whole
+
+
+def random_onset(example: Example, rng: random.Random) -> tuple[Example, int]:
+    """The example with a random share of its audio before its first cue cut away, its cue
+    times moved to match; and how many samples were cut."""
+    if not example.cues:
+        return example, 0
+    lead = int(example.cues[0].start * SAMPLE_RATE)
+    cut = min(int(rng.random() * lead), example.audio.size - 1)
+    if cut <= 0:
+        return example, 0
+    shift = cut / SAMPLE_RATE
+    cues = tuple(
+        dataclasses.replace(c, start=max(c.start - shift, 0.0), end=max(c.end - shift, 0.0))
+        for c in example.cues
+    )
+    audio = samples(example.audio)[cut:]
+    return dataclasses.replace(example, audio=audio, cues=cues), cut
+
+
 def epoch_score(entry: dict, report: TrainReport) -> float:
     """Lower is better: validation WER, plus the rise in general-speech WER when that is
     measured; without validation, the later epoch."""
@@ -863,7 +897,7 @@ def make_examples(run: Run, base_dir: Path, lora: LoraSettings) -> None:
         run.processor.tokenizer, run.language, run.settings.task, is_multilingual(run.model)
     )
     run.collator = Collator.for_model(run.processor, run.model)
-    shape = sentences if run.settings.sentences else (lambda e: [e])
+    shape = functools.partial(examples_of, settings=run.settings)
     replay = list(run.general.train) if run.general is not None else []
     run.windows = [s for e in run.dataset.train for s in shape(e)]
     run.own = len(run.windows)
@@ -1005,6 +1039,9 @@ def batch_of(run: Run, indices: list[int]) -> dict:
     settings, rng = run.settings, run.rng
     prompt = run.hooks.prompt or no_prompt
     chosen = [perturb_speed(run.windows[i], settings.speed_perturbation, rng) for i in indices]
+    cuts = [0] * len(chosen)
+    if settings.random_onset:
+        chosen, cuts = map(list, zip(*(random_onset(e, rng) for e in chosen), strict=True))
     labels = [
         run.labeller.labels(
             e,
@@ -1018,7 +1055,12 @@ def batch_of(run: Run, indices: list[int]) -> dict:
         frames = [e.audio.size // HOP_LENGTH for e in chosen]  # a span's, without reading it
         batch["input_features"] = run.hooks.features(batch["input_features"], frames, rng)
     lengths = [e.audio.size for e in chosen]  # as perturbed: with the window, the speed
-    return {**batch, "windows": torch.tensor(indices), "lengths": torch.tensor(lengths)}
+    return {
+        **batch,
+        "windows": torch.tensor(indices),
+        "lengths": torch.tensor(lengths),
+        "cuts": torch.tensor(cuts),
+    }
 
 
 def train_epoch(run: Run) -> list[int]:
@@ -1058,8 +1100,9 @@ def train_epoch(run: Run) -> list[int]:
                 runstate.set_torch_random_state(run.restore)
                 run.restore = None
             windows, lengths = inputs.pop("windows").tolist(), inputs.pop("lengths").tolist()
+            cuts = inputs.pop("cuts").tolist()
             seen += windows
-            if not train_step(run, inputs, list(zip(windows, lengths, strict=True))):
+            if not train_step(run, inputs, list(zip(windows, lengths, cuts, strict=True))):
                 continue
             run.torch_rng, losses_kept = runstate.torch_random_state(), len(position.losses)
             log_step(run)
@@ -1072,9 +1115,10 @@ def train_epoch(run: Run) -> list[int]:
     return seen
 
 
-def train_step(run: Run, inputs: dict, heard: list[tuple[int, int]]) -> bool:
+def train_step(run: Run, inputs: dict, heard: list[tuple[int, int, int]]) -> bool:
     """One forward and backward pass; returns whether it ended an optimizer step. `heard`
-    names each row's audio: its window and its length as trained (its speed)."""
+    names each row's audio: its window, its length as trained (its speed) and the samples
+    cut before its first cue."""
     accelerator, position = run.accelerator, run.position
     with accelerator.accumulate(run.model):
         output = run.model(**inputs)
