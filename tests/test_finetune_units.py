@@ -641,17 +641,17 @@ def test_speed_perturbation_scales_audio_and_cue_times_together():
     assert perturb_speed(window, 0.0, rng) is window
 
 
-def test_random_onset_cuts_only_audio_before_the_first_cue_and_moves_the_cues():
+def test_cut_onset_cuts_only_audio_before_the_first_cue_and_moves_the_cues():
     import random
 
-    from whisper_ft.finetune import random_onset
+    from whisper_ft.finetune import cut_onset
 
     audio = np.arange(160000, dtype=np.float32)  # 10 s, each sample its own index
     window = Example(audio, "a b", (Cue(0.5, 4.0, "a"), Cue(5.0, 9.5, "b")), "a.wav", 0.0)
     rng = random.Random(0)
     cuts = []
     for _ in range(40):
-        cut_window, cut = random_onset(window, rng)
+        cut_window, cut = cut_onset(window, rng)
         cuts.append(cut)
         assert 0 <= cut <= 0.5 * 16000  # never into the first cue's speech
         assert cut_window.audio[0] == cut and cut_window.audio.size == audio.size - cut
@@ -661,9 +661,9 @@ def test_random_onset_cuts_only_audio_before_the_first_cue_and_moves_the_cues():
             assert cue.text == original.text
     assert min(cuts) < 0.1 * 16000 and max(cuts) > 0.4 * 16000  # from none to nearly all
     at_zero = Example(audio, "a", (Cue(0.0, 4.0, "a"),), "a.wav", 0.0)
-    assert random_onset(at_zero, rng) == (at_zero, 0)
+    assert cut_onset(at_zero, rng) == (at_zero, 0)
     clip = Example(audio, "a", (), "a.wav", 0.0)  # a .txt clip: no times, nothing cut
-    assert random_onset(clip, rng) == (clip, 0)
+    assert cut_onset(clip, rng) == (clip, 0)
 
 
 def test_whole_windows_are_trained_beside_their_sentences():

@@ -606,7 +606,7 @@ def examples_of(window: Example, settings: TrainSettings) -> list[Example]:
     return sentences(window) + whole
 
 
-def random_onset(example: Example, rng: random.Random) -> tuple[Example, int]:
+def cut_onset(example: Example, rng: random.Random) -> tuple[Example, int]:
     """The example with a random share of its audio before its first cue cut away, its cue
     times moved to match; and how many samples were cut."""
     if not example.cues:
@@ -1041,7 +1041,7 @@ def batch_of(run: Run, indices: list[int]) -> dict:
     chosen = [perturb_speed(run.windows[i], settings.speed_perturbation, rng) for i in indices]
     cuts = [0] * len(chosen)
     if settings.random_onset:
-        chosen, cuts = map(list, zip(*(random_onset(e, rng) for e in chosen), strict=True))
+        chosen, cuts = map(list, zip(*(cut_onset(e, rng) for e in chosen), strict=True))
     labels = [
         run.labeller.labels(
             e,
