@@ -114,11 +114,13 @@ class TrainSettings:
     # Train on each cue as a short example of its own (True), or on windows of up to 30 s
     # holding several cues: many short examples put new words into the weights.
     sentences: bool = setting(True)
-    # With sentences: each window of several cues is also trained whole, so that the long
-    # audio general speech fills is trained (and held by the pull) as well as the short.
+    # With sentences: each window of several cues is also trained whole, so that long
+    # audio is trained (and held by the pull) as well as short. Off: with tiny.en it read
+    # real speech worse on one seed of two and no better on the other (BENCHMARKS.md).
     whole_windows: bool = False
     # Each example's audio before its first cue cut to a random length, from none to all the
     # window holds, so that speech starting at the very start of the audio is trained too.
+    # Off: the first words real speech loses were lost as before (BENCHMARKS.md).
     random_onset: bool = False
     speed_perturbation: float = setting(0.15, ge=0.0, le=0.3)  # 1 -/+ this speed, a third each
     vocabulary: tuple[str, ...] = setting(())  # words the run teaches, besides those found
