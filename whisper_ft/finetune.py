@@ -116,7 +116,7 @@ class TrainSettings:
     sentences: bool = setting(True)
     # With sentences: each window of several cues is also trained whole, so that long
     # audio is trained (and held by the pull) as well as short. Off: with tiny.en it read
-    # real speech worse on one seed of two and no better on the other (BENCHMARKS.md).
+    # real speech far worse on one seed of two, a little better on the other (BENCHMARKS.md).
     whole_windows: bool = False
     # Each example's audio before its first cue cut to a random length, from none to all the
     # window holds, so that speech starting at the very start of the audio is trained too.
