@@ -641,9 +641,10 @@ def test_speed_perturbation_scales_audio_and_cue_times_together():
     assert perturb_speed(window, 0.0, rng) is window
 
 
-def test_cut_onset_cuts_only_audio_before_the_first_cue_and_moves_the_cues():
+def test_cut_onset_cuts_only_audio_before_the_first_cue_and_moves_the_cues(tmp_path):
     import random
 
+    from whisper_ft.dataset import AudioSpan
     from whisper_ft.finetune import cut_onset
 
     audio = np.arange(160000, dtype=np.float32)  # 10 s, each sample its own index
@@ -664,6 +665,11 @@ def test_cut_onset_cuts_only_audio_before_the_first_cue_and_moves_the_cues():
     assert cut_onset(at_zero, rng) == (at_zero, 0)
     clip = Example(audio, "a", (), "a.wav", 0.0)  # a .txt clip: no times, nothing cut
     assert cut_onset(clip, rng) == (clip, 0)
+    audio.tofile(tmp_path / "samples.f32")  # a recording's decoded samples, left on disk
+    on_disk = Example(AudioSpan(tmp_path / "samples.f32", 0, audio.size), "a", window.cues, "a", 0)
+    cut_span, cut = cut_onset(on_disk, random.Random(1))
+    assert isinstance(cut_span.audio, AudioSpan) and cut > 0
+    assert np.array_equal(np.asarray(cut_span.audio), audio[cut:])
 
 
 def test_whole_windows_are_trained_beside_their_sentences():

@@ -622,7 +622,7 @@ def cut_onset(example: Example, rng: random.Random) -> tuple[Example, int]:
         dataclasses.replace(c, start=max(c.start - shift, 0.0), end=max(c.end - shift, 0.0))
         for c in example.cues
     )
-    audio = samples(example.audio)[cut:]
+    audio = example.audio[cut:]  # a span stays on disk
     return dataclasses.replace(example, audio=audio, cues=cues), cut
 
 
