@@ -27,6 +27,12 @@ They reach a run through `whisper_ft.finetune.Hooks`; BENCHMARKS.md has what eac
     "general": instead, real recordings that the base model read (bench.finetune's longform
     recordings other than the Raven, each window with the base model's own text; read, not
     replayed); "both": the mean of the two.
+  - encoder_moments: how the encoder's layers are held by that penalty. "measured", the
+    recipe's: on their inputs' moments, so the encoder's change goes where the training
+    speech has little energy; "isotropic": every direction alike (the identity times the
+    moment's mean eigenvalue), so it is held where general speech may differ from the
+    training speech as much as anywhere; "none": not held. encoder_hold: the encoder's
+    layers' share of the penalty, times the decoder's (1, the recipe's: the same weight).
   - prompt_fraction, absent_prompt_fraction: some examples read the run's vocabulary as a
     prompt, some of those without the words they say (a prompt word is no proof that it was
     spoken), as the served model reads it with `use_vocabulary`.
@@ -52,6 +58,7 @@ from whisper_ft.finetune import (
 from whisper_ft.vocabulary import absent_from, as_hotwords
 
 CHANGE_MOMENTS = ("general", "training", "both")
+ENCODER_MOMENTS = ("measured", "isotropic", "none")
 
 
 @dataclass(frozen=True)
@@ -64,10 +71,16 @@ class Research:
     replay_cross_entropy: bool = True  # False: examples without a taught term are only held
     spec_augment: int = 0  # frequency bands and time stretches masked in each example
     change_moments: str = "training"  # what change_weight's change is measured on
+    encoder_moments: str = "measured"  # the encoder's: as measured, isotropic, or not held
+    encoder_hold: float = 1.0  # the encoder's share of that penalty, times the decoder's
 
     def __post_init__(self):
         if self.change_moments not in CHANGE_MOMENTS:
             raise ValueError(f"change_moments: choose one of {', '.join(CHANGE_MOMENTS)}")
+        if self.encoder_moments not in ENCODER_MOMENTS:
+            raise ValueError(f"encoder_moments: choose one of {', '.join(ENCODER_MOMENTS)}")
+        if self.encoder_hold < 0:
+            raise ValueError(f"encoder_hold must be 0 or more, not {self.encoder_hold}")
 
     def hooks(
         self, term_ids: Sequence[Sequence[int]] = (), general: dict | None = None, **given
@@ -79,12 +92,17 @@ class Research:
         corrections = self.distill_weight > 0 or not self.known_labels
         held_only = not self.replay_cross_entropy
         moments = None
-        if self.change_moments != "training":
-            if not general:
+        encoder_as_measured = self.encoder_moments == "measured" and self.encoder_hold == 1.0
+        if self.change_moments != "training" or not encoder_as_measured:
+            if self.change_moments != "training" and not general:
                 raise ValueError("change_moments: needs the layers' input moments")
 
             def moments(own):
-                return general if self.change_moments == "general" else mean_moments(general, own)
+                if self.change_moments == "general":
+                    own = general
+                elif self.change_moments == "both":
+                    own = mean_moments(general, own)
+                return encoder_held(own, self.encoder_moments, self.encoder_hold)
 
         loss = None
         if corrections or self.encoder_weight > 0 or held_only:
@@ -111,6 +129,23 @@ class Research:
                 return spec_augment(batch, frames, self.spec_augment, rng)
 
         return Hooks(loss=loss, prompt=prompt, features=features, moments=moments, **given)
+
+
+def encoder_held(moments: dict, how: str, weight: float = 1.0) -> dict:
+    """The layers' input moments with the encoder's as `how` says: "measured", as given;
+    "isotropic", each the identity times its mean eigenvalue (every direction of the
+    change held alike, as much in all as the measured moment holds); "none", left out
+    (the encoder's change not held); each of the encoder's times `weight`."""
+    held = {}
+    for name, (k, energy) in moments.items():
+        if name.startswith("model.encoder."):
+            if how == "none":
+                continue
+            if how == "isotropic":
+                k = torch.eye(k.shape[0], dtype=k.dtype) * (torch.trace(k) / k.shape[0])
+            k = k * weight
+        held[name] = (k, energy)
+    return held
 
 
 def spec_augment(

@@ -345,6 +345,64 @@ def test_the_change_penalty_is_each_layers_output_change_on_the_speech_it_was_me
         assert unused < 1e-3 * sum(measured) / len(measured)
 
 
+def test_the_encoder_held_alike_in_every_direction_or_not_at_all(processor, adapted):
+    from transformers import WhisperForConditionalGeneration
+
+    from bench.research import encoder_held
+    from tests.speech import espeak
+    from whisper_ft.audio import load_audio
+    from whisper_ft.finetune import change_penalty, held_layers, input_moments
+    from whisper_ft.weights import hf_model
+
+    model, _ = adapted
+    plain = WhisperForConditionalGeneration.from_pretrained(hf_model("tiny.en"))
+    text = "The library opens at nine on Saturdays."
+    with tempfile.TemporaryDirectory() as tmp:
+        spoken = Example(load_audio(espeak(text, Path(tmp) / "g.wav")), text, (), "g.wav", 0.0)
+    moments = input_moments(plain, *reader(processor, plain), [spoken], ("q_proj", "v_proj"))
+    layers = {n.removeprefix("base_model.model."): m for n, m in model.named_modules()}
+    encoder = [n for n in moments if n.startswith("model.encoder.")]
+    assert len(encoder) == 4 * 2
+
+    # Not held: only the decoder's layers pay for their change.
+    assert {id(m) for m, _, _ in held_layers(model, encoder_held(moments, "none"))} == {
+        id(layers[n]) for n in moments if n not in encoder
+    }
+    # Held alike in every direction: a layer's cost is its whole change, times the mean
+    # energy of a direction of its input, even where this speech has none (where the
+    # measured moment lets the change go free).
+    isotropic = encoder_held(moments, "isotropic")
+    assert isotropic.keys() == moments.keys()
+    stronger = encoder_held(moments, "measured", 4.0)  # the encoder's share, times 4
+    for name, (k, energy) in moments.items():
+        factor = 4.0 if name in encoder else 1.0
+        assert torch.equal(stronger[name][0], k * factor) and stronger[name][1] == energy
+    with moved_adapter(model), torch.no_grad():
+        for name in encoder:
+            k, energy = moments[name]
+            lora_a = layers[name].lora_A["default"].weight
+            saved = lora_a.clone()
+            lora_a.copy_(torch.linalg.eigh(k.double())[1][:, :4].T)  # the 4 least used
+            delta = layers[name].get_delta_weight("default")
+            expected = float(torch.trace(k) / k.shape[0] * delta.pow(2).sum() / energy)
+            alike = float(change_penalty(held_layers(model, {name: isotropic[name]})))
+            measured = float(change_penalty(held_layers(model, {name: moments[name]})))
+            lora_a.copy_(saved)
+            assert alike == pytest.approx(expected, rel=1e-3)
+            assert measured < 1e-3 * alike
+
+
+def test_the_encoders_hold_as_the_recipes_changes_nothing_and_bad_values_say_what_to_give():
+    from bench.research import Research
+
+    assert Research().hooks().moments is None  # the recipe's own moments, draw for draw
+    assert Research(encoder_hold=4.0).hooks().moments is not None
+    with pytest.raises(ValueError, match="measured, isotropic, none"):
+        Research(encoder_moments="both")
+    with pytest.raises(ValueError, match="encoder_hold must be 0 or more"):
+        Research(encoder_hold=-1.0)
+
+
 def test_a_wide_inputs_moment_keeps_its_largest_directions_and_what_they_cost():
     from whisper_ft.finetune import MOMENT_DIRECTIONS, moment_factor
 
@@ -361,6 +419,9 @@ def test_a_wide_inputs_moment_keeps_its_largest_directions_and_what_they_cost():
     left_out = basis[:, -1]
     assert float(left_out @ factor @ factor.T @ left_out) < 1e-6
     assert float(torch.trace(factor @ factor.T) / torch.trace(k)) > 0.999
+    # A multiple of the identity has no largest directions: it keeps every one of them.
+    alike = moment_factor(torch.eye(width) * 4.0)
+    assert torch.equal(alike @ alike.T, torch.eye(width) * 4.0)
 
 
 def test_moments_of_the_training_speech_leave_out_where_the_decoder_writes_a_taught_term(

@@ -490,21 +490,29 @@ def mean_moments(a: dict, b: dict) -> dict:
 
 
 def moment_factor(k: torch.Tensor) -> torch.Tensor:
-    """F with F F^T = K over K's MOMENT_DIRECTIONS largest directions (all, if fewer)."""
+    """F with F F^T = K over K's MOMENT_DIRECTIONS largest directions (all, if fewer); a
+    multiple of the identity, whose directions are all alike, has its every direction."""
+    scale = k[0, 0]
+    if torch.equal(k, torch.eye(k.shape[0], dtype=k.dtype) * scale):
+        return torch.eye(k.shape[0]) * scale.clamp(min=0).sqrt().float()
     values, vectors = torch.linalg.eigh(k.double())
     values, vectors = values[-MOMENT_DIRECTIONS:], vectors[:, -MOMENT_DIRECTIONS:]
     return (vectors * values.clamp(min=0).sqrt()).float()
 
 
 def held_layers(model, moments: dict) -> list[tuple[torch.nn.Module, torch.Tensor, float]]:
-    """The peft `model`'s adapted layers, each with its input moment's factor (on the
-    layer's device) and its base output's energy, for change_penalty."""
+    """The peft `model`'s adapted layers that `moments` names, each with its input
+    moment's factor (on the layer's device) and its base output's energy, for
+    change_penalty; an adapted layer `moments` leaves out is not held."""
     held = []
     for name, module in model.named_modules():
         lora_a = getattr(module, "lora_A", None)
         if not lora_a or "default" not in lora_a:
             continue
-        k, energy = moments[name.removeprefix("base_model.model.")]
+        moment = moments.get(name.removeprefix("base_model.model."))
+        if moment is None:
+            continue
+        k, energy = moment
         device = lora_a["default"].weight.device
         held.append((module, moment_factor(k).to(device), energy))
     return held
