@@ -134,12 +134,13 @@ class Research:
 def encoder_held(moments: dict, how: str, weight: float = 1.0) -> dict:
     """The layers' input moments with the encoder's as `how` says: "measured", as given;
     "isotropic", each the identity times its mean eigenvalue (every direction of the
-    change held alike, as much in all as the measured moment holds); "none", left out
-    (the encoder's change not held); each of the encoder's times `weight`."""
+    change held alike, as much in all as the measured moment holds); "none", None (the
+    encoder's change not held); each of the encoder's times `weight`."""
     held = {}
     for name, (k, energy) in moments.items():
         if name.startswith("model.encoder."):
             if how == "none":
+                held[name] = None
                 continue
             if how == "isotropic":
                 k = torch.eye(k.shape[0], dtype=k.dtype) * (torch.trace(k) / k.shape[0])

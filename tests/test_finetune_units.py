@@ -365,9 +365,14 @@ def test_the_encoder_held_alike_in_every_direction_or_not_at_all(processor, adap
     assert len(encoder) == 4 * 2
 
     # Not held: only the decoder's layers pay for their change.
-    assert {id(m) for m, _, _ in held_layers(model, encoder_held(moments, "none"))} == {
+    unheld = encoder_held(moments, "none")
+    assert unheld.keys() == moments.keys() and all(unheld[n] is None for n in encoder)
+    assert {id(m) for m, _, _ in held_layers(model, unheld)} == {
         id(layers[n]) for n in moments if n not in encoder
     }
+    # A layer the moments do not name is a mistake, not a layer left unheld.
+    with pytest.raises(KeyError, match=encoder[0]):
+        held_layers(model, {n: m for n, m in moments.items() if n != encoder[0]})
     # Held alike in every direction: a layer's cost is its whole change, times the mean
     # energy of a direction of its input, even where this speech has none (where the
     # measured moment lets the change go free).
@@ -385,8 +390,9 @@ def test_the_encoder_held_alike_in_every_direction_or_not_at_all(processor, adap
             lora_a.copy_(torch.linalg.eigh(k.double())[1][:, :4].T)  # the 4 least used
             delta = layers[name].get_delta_weight("default")
             expected = float(torch.trace(k) / k.shape[0] * delta.pow(2).sum() / energy)
-            alike = float(change_penalty(held_layers(model, {name: isotropic[name]})))
-            measured = float(change_penalty(held_layers(model, {name: moments[name]})))
+            alone = dict.fromkeys(moments)  # this layer held, no other
+            alike = float(change_penalty(held_layers(model, alone | {name: isotropic[name]})))
+            measured = float(change_penalty(held_layers(model, alone | {name: moments[name]})))
             lora_a.copy_(saved)
             assert alike == pytest.approx(expected, rel=1e-3)
             assert measured < 1e-3 * alike

@@ -501,15 +501,15 @@ def moment_factor(k: torch.Tensor) -> torch.Tensor:
 
 
 def held_layers(model, moments: dict) -> list[tuple[torch.nn.Module, torch.Tensor, float]]:
-    """The peft `model`'s adapted layers that `moments` names, each with its input
-    moment's factor (on the layer's device) and its base output's energy, for
-    change_penalty; an adapted layer `moments` leaves out is not held."""
+    """The peft `model`'s adapted layers, each with its input moment's factor (on the
+    layer's device) and its base output's energy, for change_penalty. `moments` names
+    every adapted layer; one whose moment is None is not held."""
     held = []
     for name, module in model.named_modules():
         lora_a = getattr(module, "lora_A", None)
         if not lora_a or "default" not in lora_a:
             continue
-        moment = moments.get(name.removeprefix("base_model.model."))
+        moment = moments[name.removeprefix("base_model.model.")]
         if moment is None:
             continue
         k, energy = moment
@@ -739,7 +739,7 @@ class Hooks:
     batch's log-mel features as trained (`frames`: each row's frames of audio before the
     padding), the same for the model and for the pull's base model; `moments(own)`, given
     the layers' input moments on the run's own speech (input_moments), those to hold the
-    change off instead."""
+    change off instead (None for a layer not held)."""
 
     on_epoch: Callable[[object, dict, TrainReport], None] | None = None
     loss: Callable[[object, dict, object], torch.Tensor] | None = None
