@@ -569,6 +569,7 @@ def main() -> None:
             "adapt_general_wer_after": adapted.get("general_wer"),
             "adapt": adapted,
             "missed": after["missed"],
+            "missed_natural": after.get("missed_natural"),
             "read_worse": read_worse(real, before, after),
             "train_s": train_s,
             "s_per_step": report.seconds / max(1, report.steps),
