@@ -490,13 +490,12 @@ def mean_moments(a: dict, b: dict) -> dict:
 
 
 def moment_factor(k: torch.Tensor) -> torch.Tensor:
-    """F with F F^T = K over K's MOMENT_DIRECTIONS largest directions (all, if fewer); a
-    multiple of the identity, whose directions are all alike, has its every direction."""
-    scale = k[0, 0]
-    if torch.equal(k, torch.eye(k.shape[0], dtype=k.dtype) * scale):
-        return torch.eye(k.shape[0]) * scale.clamp(min=0).sqrt().float()
-    values, vectors = torch.linalg.eigh(k.double())
-    values, vectors = values[-MOMENT_DIRECTIONS:], vectors[:, -MOMENT_DIRECTIONS:]
+    """F with F F^T = K over K's MOMENT_DIRECTIONS largest directions (all, if fewer), and
+    every direction as large as the smallest of them (a multiple of the identity keeps all)."""
+    values, vectors = torch.linalg.eigh(k.double())  # ascending
+    cut = max(0, len(values) - MOMENT_DIRECTIONS)
+    cut = int(torch.searchsorted(values, values[cut]))  # the first of any tied with it
+    values, vectors = values[cut:], vectors[:, cut:]
     return (vectors * values.clamp(min=0).sqrt()).float()
 
 
