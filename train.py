@@ -90,9 +90,10 @@ def train(
     ),
     lora_layers: str = Input(
         default="all",
-        choices=["acoustic", "all", "decoder", "encoder"],
+        choices=["acoustic", "all", "decoder", "encoder", "upper"],
         description="Layers LoRA adapts (all: the encoder and the decoder, which spells new "
-        "words; acoustic: the encoder and the decoder's cross-attention only)",
+        "words; acoustic: the encoder and the decoder's cross-attention only; upper: the "
+        "decoder and the upper half of the encoder, quicker to train)",
     ),
     timestamp_fraction: float = Input(
         default=0.5,

@@ -150,9 +150,9 @@ def test_lora_layer_sets():
     model = WhisperForConditionalGeneration.from_pretrained(hf_model("tiny.en"))
 
     def adapted(**settings) -> set[str]:
-        pattern = LoraSettings(
-            **{"target_modules": ("q_proj", "v_proj"), **settings}
-        ).peft_targets()
+        pattern = LoraSettings(**{"target_modules": ("q_proj", "v_proj"), **settings}).peft_targets(
+            len(model.model.encoder.layers)
+        )
         if isinstance(pattern, list):
             return {n for n, _ in model.named_modules() if n.split(".")[-1] in pattern}
         return {n for n, _ in model.named_modules() if re.fullmatch(pattern, n)}
@@ -176,6 +176,13 @@ def test_lora_layer_sets():
     assert adapted() == adapted(layers="all")  # the default: the encoder and the decoder
     every = adapted(target_modules=LORA_MODULES)  # every projection of both
     assert len(every) == 4 * 6 + 4 * 10
+    # "upper": all of the decoder, the upper half of the encoder (tiny.en's layers 2 and 3).
+    upper = adapted(layers="upper", target_modules=LORA_MODULES)
+    assert {n for n in every if n.startswith("model.decoder.")} < upper
+    assert {n.split(".")[3] for n in upper if n.startswith("model.encoder.")} == {"2", "3"}
+    assert len(upper) == 2 * 6 + 4 * 10
+    with pytest.raises(ValueError, match="encoder layers"):
+        LoraSettings(layers="upper").peft_targets()
 
 
 @pytest.fixture(scope="module")

@@ -62,7 +62,9 @@ MAX_LABEL_TOKENS = 448  # Whisper decoder's context
 # Which layers LoRA adapts. "all" (the default): a new word's spelling is the decoder's, so the
 # decoder is adapted with the encoder. "acoustic": the encoder and the decoder's
 # cross-attention only, leaving the decoder's language model as it was (BENCHMARKS.md).
-LORA_LAYERS = ("acoustic", "all", "decoder", "encoder")
+# "upper": the decoder and the upper half of the encoder, whose lower half stays the base
+# model's: training's backward pass stops halfway down the encoder (BENCHMARKS.md).
+LORA_LAYERS = ("acoustic", "all", "decoder", "encoder", "upper")
 LORA_MODULES = ("q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2")
 
 
@@ -86,11 +88,18 @@ class LoraSettings:
             )
         return self
 
-    def peft_targets(self) -> list[str] | str:
-        """peft's target_modules: names, or a regex limiting them to some of the layers."""
+    def peft_targets(self, encoder_layers: int = 0) -> list[str] | str:
+        """peft's target_modules: names, or a regex limiting them to some of the layers (of
+        a model with `encoder_layers`, for "upper")."""
         if self.layers == "all":
             return list(self.target_modules)
         names = "|".join(self.target_modules)
+        if self.layers == "upper":
+            if encoder_layers < 2:
+                raise ValueError("layers='upper' needs the model's number of encoder layers")
+            upper = "|".join(str(i) for i in range(encoder_layers // 2, encoder_layers))
+            stacks = rf"encoder\.layers\.({upper})\.|decoder\.layers\.\d+\."
+            return rf".*model\.({stacks})(.*\.)?({names})"
         if self.layers == "acoustic":  # the encoder, and the decoder's cross-attention
             stacks = r"encoder\.layers\.\d+\.(.*\.)?|decoder\.layers\.\d+\.encoder_attn\."
             return rf".*model\.({stacks})({names})"
@@ -980,7 +989,7 @@ def add_lora(run: Run, lora: LoraSettings, moments: dict | None) -> None:
         r=lora.rank,
         lora_alpha=lora.alpha,
         lora_dropout=lora.dropout,
-        target_modules=lora.peft_targets(),
+        target_modules=lora.peft_targets(run.model.config.encoder_layers),
         bias="none",
     )
     model = get_peft_model(run.model, config)
