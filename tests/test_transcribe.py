@@ -185,11 +185,12 @@ def test_natural_voice_is_heard_and_keeps_its_pace(tiny, tmp_path):
     and a quicker pace gives shorter audio."""
     text = "The weather was cold and windy all morning."
     slow = speak(text, tmp_path / "slow.wav", NATURAL_VOICE, speed=130)
-    quick = speak(text, tmp_path / "quick.wav", NATURAL_VOICE, speed=175)
+    quick = speak(text, tmp_path / "quick.wav", NATURAL_VOICE, speed=220)
     heard = tiny.transcribe(slow, TranscribeSettings(language="en")).text
     spoken, words = normalizer("en")(text).split(), set(normalizer("en")(heard).split())
     assert sum(w in words for w in spoken) >= len(spoken) - 1, heard  # prosody is sampled
-    assert load_audio(quick).size < 0.93 * load_audio(slow).size
+    # 130 against 220: about 0.7x the length, clear of the spread of sampled durations
+    assert load_audio(quick).size < 0.85 * load_audio(slow).size
 
 
 def test_hotwords_spell_a_name_the_model_misses(tiny, tmp_path):
