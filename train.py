@@ -88,12 +88,13 @@ def train(
         description="Comma-separated, of: q_proj,k_proj,v_proj,out_proj,fc1,fc2; empty: all "
         "six where the run teaches new words, q_proj,v_proj where not",
     ),
-    lora_layers: str = Input(
-        default="all",
+    lora_layers: str | None = Input(
+        default=None,
         choices=["acoustic", "all", "decoder", "encoder", "upper"],
         description="Layers LoRA adapts (all: the encoder and the decoder, which spells new "
         "words; acoustic: the encoder and the decoder's cross-attention only; upper: the "
-        "decoder and the upper half of the encoder, quicker to train)",
+        "decoder and the upper half of the encoder, quicker to train); empty: upper for tiny "
+        "models where the run teaches new words, all otherwise",
     ),
     timestamp_fraction: float = Input(
         default=0.5,

@@ -104,6 +104,7 @@ def as_run(report) -> dict:
     """The recipe's inputs that follow the data (fit_recipe), as the run used them."""
     return {
         "target_modules": list(report.lora.target_modules),
+        "layers": report.lora.layers,
         "learning_rate": report.settings.learning_rate,
         "change_weight": report.settings.change_weight,
     }

@@ -17,7 +17,7 @@ def peft_model():
     from transformers import WhisperForConditionalGeneration
 
     base = WhisperForConditionalGeneration.from_pretrained(weights.hf_model("tiny.en"))
-    lora = LoraSettings(target_modules=("q_proj", "v_proj"))
+    lora = LoraSettings(target_modules=("q_proj", "v_proj"), layers="all")
     model = get_peft_model(
         base, LoraConfig(r=lora.rank, lora_alpha=lora.alpha, target_modules=lora.peft_targets())
     )

@@ -121,17 +121,25 @@ def test_train_settings_validate(settings, message):
 
 
 def test_the_inputs_left_empty_follow_whether_the_data_teaches_new_words():
-    taught = fit_recipe(TrainSettings(), LoraSettings(), ["Klombrix"])
+    tiny, base = 4, 6  # encoder layers
+    taught = fit_recipe(TrainSettings(), LoraSettings(), ["Klombrix"], tiny)
     assert taught[1].target_modules == LORA_MODULES
     assert (taught[0].learning_rate, taught[0].change_weight) == (1e-3, 1000.0)
-    held = fit_recipe(TrainSettings(), LoraSettings(), [])
+    held = fit_recipe(TrainSettings(), LoraSettings(), [], tiny)
     assert held[1].target_modules == ("q_proj", "v_proj")
     assert (held[0].learning_rate, held[0].change_weight) == (5e-4, 0.0)
+    # The layers follow the model's size as well: tiny taught new words leaves the lower
+    # half of its encoder alone; larger models, and runs with no new words, adapt all.
+    assert (taught[1].layers, held[1].layers) == ("upper", "all")
+    assert fit_recipe(TrainSettings(), LoraSettings(), ["Klombrix"], base)[1].layers == "all"
+    assert fit_recipe(TrainSettings(), LoraSettings(), [], base)[1].layers == "all"
     # What a user gives is kept, a 0 included; only the empty inputs are chosen.
     given = TrainSettings(learning_rate=2e-4, change_weight=0.0)
-    mine = fit_recipe(given, LoraSettings(target_modules=("fc1",), rank=8), ["Klombrix"])
+    lora = LoraSettings(target_modules=("fc1",), rank=8, layers="all")
+    mine = fit_recipe(given, lora, ["Klombrix"], tiny)
     assert (mine[0].learning_rate, mine[0].change_weight) == (2e-4, 0.0)
     assert mine[1].target_modules == ("fc1",) and mine[1].rank == 8
+    assert mine[1].layers == "all"
     assert mine[0].hold_weight == given.hold_weight and mine[0].seed == given.seed
 
 
@@ -173,8 +181,7 @@ def test_lora_layer_sets():
     assert kinds(adapted(layers="encoder", target_modules=("fc1",))) == {"encoder.fc1"}
     assert kinds(adapted(layers="acoustic", target_modules=("fc2",))) == {"encoder.fc2"}
     assert len(adapted(layers="all")) == 4 * 2 + 4 * 2 * 2
-    assert adapted() == adapted(layers="all")  # the default: the encoder and the decoder
-    every = adapted(target_modules=LORA_MODULES)  # every projection of both
+    every = adapted(layers="all", target_modules=LORA_MODULES)  # every projection of both
     assert len(every) == 4 * 6 + 4 * 10
     # "upper": all of the decoder, the upper half of the encoder (tiny.en's layers 2 and 3).
     upper = adapted(layers="upper", target_modules=LORA_MODULES)
@@ -183,6 +190,8 @@ def test_lora_layer_sets():
     assert len(upper) == 2 * 6 + 4 * 10
     with pytest.raises(ValueError, match="encoder layers"):
         LoraSettings(layers="upper").peft_targets()
+    with pytest.raises(ValueError, match="fit_recipe"):  # the default, not yet chosen
+        LoraSettings().peft_targets(4)
 
 
 @pytest.fixture(scope="module")

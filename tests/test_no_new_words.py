@@ -63,6 +63,7 @@ def test_data_with_no_new_words_is_trained_on_the_q_and_v_projections(tuned):
     manifest = json.loads((tuned.parent / "manifest.json").read_text())
     assert manifest["vocabulary"] == []
     assert manifest["lora"]["target_modules"] == ["q_proj", "v_proj"]
+    assert manifest["lora"]["layers"] == "all"
     assert (manifest["train"]["learning_rate"], manifest["train"]["change_weight"]) == (5e-4, 0)
 
 

@@ -74,6 +74,7 @@ def test_archive_holds_both_forms_and_a_manifest(archive):
     assert set(manifest["vocabulary"]) == set(vocab.TERMS), manifest["vocabulary"]
     # The inputs left empty, as the run chose them for data that teaches new words.
     assert manifest["lora"]["target_modules"] == list(LORA_MODULES)
+    assert manifest["lora"]["layers"] == "upper"  # tiny.en: its encoder's lower half kept
     assert manifest["train"]["learning_rate"] == 1e-3
     assert manifest["train"]["change_weight"] == 1000
 

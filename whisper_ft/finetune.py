@@ -20,11 +20,12 @@ the merged weights, which then spell it with no prompt: each cue is an example o
 (many short examples, not a few 30 s windows), LoRA on the encoder and the decoder (the
 spelling of a new word is the decoder's), speed perturbation so the words are learned across
 voices, half the examples with timestamp tokens, and a pull toward the base model's own
-predictions on every token but the taught words' (`hold_weight`). Three of its inputs follow
+predictions on every token but the taught words' (`hold_weight`). Four of its inputs follow
 the data (`fit_recipe`): where the run teaches new words (its vocabulary, found before
 training, is not empty), every projection is adapted at lr 1e-3 with a penalty on how much
 each adapted layer's output moves on the inputs the base model sees in the training speech
-outside those words (`change_weight`); where it teaches none, the q and v projections alone
+outside those words (`change_weight`), and a model of four encoder layers (tiny) leaves the
+lower half of its encoder as it was; where it teaches none, the q and v projections alone
 at 5e-4, which leave general speech as it was. Each alone fails the other kind of data
 (README, BENCHMARKS.md).
 """
@@ -59,11 +60,11 @@ logger = logging.getLogger(__name__)
 MAX_LABEL_TOKENS = 448  # Whisper decoder's context
 
 
-# Which layers LoRA adapts. "all" (the default): a new word's spelling is the decoder's, so the
-# decoder is adapted with the encoder. "acoustic": the encoder and the decoder's
-# cross-attention only, leaving the decoder's language model as it was (BENCHMARKS.md).
-# "upper": the decoder and the upper half of the encoder, whose lower half stays the base
-# model's: training's backward pass stops halfway down the encoder (BENCHMARKS.md).
+# Which layers LoRA adapts. "all": a new word's spelling is the decoder's, so the decoder is
+# adapted with the encoder. "acoustic": the encoder and the decoder's cross-attention only,
+# leaving the decoder's language model as it was (BENCHMARKS.md). "upper": the decoder and
+# the upper half of the encoder, whose lower half stays the base model's: training's backward
+# pass stops halfway down the encoder. Left empty, fit_recipe chooses (`layers_for`).
 LORA_LAYERS = ("acoustic", "all", "decoder", "encoder", "upper")
 LORA_MODULES = ("q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2")
 
@@ -76,7 +77,7 @@ class LoraSettings:
     alpha: int = setting(64, ge=1, le=1024)  # updates are scaled by alpha / rank
     dropout: float = setting(0.05, ge=0.0, le=0.9)  # dropout on the LoRA input
     target_modules: tuple[str, ...] = setting(())  # of LORA_MODULES; (): fit_recipe's
-    layers: str = setting("all", choices=list(LORA_LAYERS))  # which layers: see LORA_LAYERS
+    layers: str | None = setting(None, choices=list(LORA_LAYERS))  # see LORA_LAYERS; None: chosen
 
     def validate(self) -> LoraSettings:
         check_settings(self)
@@ -90,7 +91,9 @@ class LoraSettings:
 
     def peft_targets(self, encoder_layers: int = 0) -> list[str] | str:
         """peft's target_modules: names, or a regex limiting them to some of the layers (of
-        a model with `encoder_layers`, for "upper")."""
+        a model with `encoder_layers`, for "upper"). The layers must be chosen (fit_recipe)."""
+        if self.layers is None:
+            raise ValueError("layers is empty: fit_recipe chooses it for the run's data")
         if self.layers == "all":
             return list(self.target_modules)
         names = "|".join(self.target_modules)
@@ -180,12 +183,25 @@ def recipe_for(vocabulary: Sequence[str]) -> str:
     return "new words" if vocabulary else "no new words"
 
 
+# A model of at most this many encoder layers (tiny, tiny.en) taught new words adapts the upper
+# half of its encoder and all of its decoder: tiny.en then spelled and read real speech as
+# with every layer adapted, in 0.75x the training time. base read real speech 1.17 points
+# worse that way, so larger models adapt every layer (BENCHMARKS.md).
+UPPER_ONLY_UP_TO = 4
+
+
+def layers_for(recipe: str, encoder_layers: int) -> str:
+    """The layers LoRA adapts where the run leaves them empty (LORA_LAYERS)."""
+    return "upper" if recipe == "new words" and encoder_layers <= UPPER_ONLY_UP_TO else "all"
+
+
 def fit_recipe(
-    settings: TrainSettings, lora: LoraSettings, vocabulary: Sequence[str]
+    settings: TrainSettings, lora: LoraSettings, vocabulary: Sequence[str], encoder_layers: int
 ) -> tuple[TrainSettings, LoraSettings]:
     """The settings with each input left empty (None, or no target_modules) set from the
-    recipe for the run's data (`recipe_for`)."""
-    chosen = RECIPES[recipe_for(vocabulary)]
+    recipe for the run's data (`recipe_for`) and, for the layers, the model's size."""
+    recipe = recipe_for(vocabulary)
+    chosen = {**RECIPES[recipe], "layers": layers_for(recipe, encoder_layers)}
 
     def fill(given):
         empty = {
@@ -850,12 +866,15 @@ def finetune(
     # 3. Before training (the main process): WERs, and the words the base model misses.
     score_base_model(run)
     # 4. The recipe's inputs left empty, chosen by whether the run teaches new words.
-    run.settings, lora = fit_recipe(run.settings, lora, run.report.vocabulary)
+    run.settings, lora = fit_recipe(
+        run.settings, lora, run.report.vocabulary, run.model.config.encoder_layers
+    )
     run.report.settings, run.report.lora = run.settings, lora
     logger.info(
-        "recipe for data with %s: LoRA on %s, learning_rate %g, change_weight %g",
+        "recipe for data with %s: LoRA on %s of %s layers, learning_rate %g, change_weight %g",
         recipe_for(run.report.vocabulary),
         ",".join(lora.target_modules),
+        lora.layers,
         run.settings.learning_rate,
         run.settings.change_weight,
     )

@@ -489,8 +489,9 @@ function renderTrainForm() {
     let field;
     if (input.choices) {
       field = document.createElement("select");
+      if (input.default === null) field.append(new Option("(chosen for the data)", ""));
       for (const c of input.choices) field.append(new Option(c, c));
-      field.value = input.default;
+      field.value = input.default === null ? "" : input.default;
     } else if (input.type === "bool") {
       field = document.createElement("select");
       field.append(new Option("true", "true"), new Option("false", "false"));
