@@ -95,9 +95,15 @@ def test_an_input_that_may_be_left_empty_is_left_empty_when_given_empty():
     import train
     from whisper_ft.inputs import check_inputs
 
-    given = {"train_data": ROOT / "README.md", "learning_rate": "", "change_weight": "0"}
+    given = {
+        "train_data": ROOT / "README.md",
+        "learning_rate": "",
+        "lora_layers": "",
+        "change_weight": "0",
+    }
     checked = check_inputs(train.train, given)
     assert checked["learning_rate"] is None  # chosen by the data, as when not given
+    assert checked["lora_layers"] is None  # a choice left empty: chosen as well
     assert checked["change_weight"] == 0.0  # a value given is kept, a 0 included
     with pytest.raises(InputError, match="learning_rate: 'fast' is not a valid float"):
         check_inputs(train.train, {**given, "learning_rate": "fast"})

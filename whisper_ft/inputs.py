@@ -205,7 +205,7 @@ def check_inputs(fn: Callable, values: dict[str, Any]) -> dict[str, Any]:
         value = values.get(name, info.default)
         if _is_declaration(value):  # called directly from Python, with the declaration itself
             value = info.default
-        if value == "" and info.default is None and kind is not str:
+        if value == "" and info.default is None and (kind is not str or info.choices):
             value = None  # given empty (`-i learning_rate=`): left empty, as by default
         if value is None and name in required:
             raise InputError(f"{name} is required: {info.description or kind.__name__}")
