@@ -489,7 +489,7 @@ function renderTrainForm() {
     let field;
     if (input.choices) {
       field = document.createElement("select");
-      if (input.default === null) field.append(new Option("(chosen for the data)", ""));
+      if (input.default === null) field.append(new Option("(chosen by the recipe)", ""));
       for (const c of input.choices) field.append(new Option(c, c));
       field.value = input.default === null ? "" : input.default;
     } else if (input.type === "bool") {
