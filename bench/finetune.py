@@ -64,6 +64,7 @@ from whisper_ft.finetune import (
     input_moments,
     is_multilingual,
     learn_vocabulary,
+    scale_change,
     term_token_ids,
 )
 from whisper_ft.transcribe import Transcriber, TranscribeSettings
@@ -77,6 +78,7 @@ LORA_KEYS = {
     "lora_alpha": "alpha",
     "lora_dropout": "dropout",
     "lora_layers": "layers",
+    "lora_encoder_scale": "encoder_scale",
 }
 
 
@@ -105,6 +107,7 @@ def as_run(report) -> dict:
     return {
         "target_modules": list(report.lora.target_modules),
         "layers": report.lora.layers,
+        "encoder_scale": report.lora.encoder_scale,
         "learning_rate": report.settings.learning_rate,
         "change_weight": report.settings.change_weight,
     }
@@ -143,16 +146,20 @@ def soup(models: list):
 PARTS = ((0.0, 1.0), (0.5, 1.0), (1.0, 0.5), (1.0, 0.0))
 
 
+def part(text: str) -> tuple[float, float]:
+    """An --parts pair, "ENCODER,DECODER": the factors of each part's change."""
+    try:
+        encoder, decoder = (float(factor) for factor in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: give two factors, e.g. 0.8,1") from None
+    return encoder, decoder
+
+
 def scaled(model, encoder: float, decoder: float):
     """A copy of the LoRA model with the change of its encoder's and its decoder's adapters
-    scaled (lora_B times the factor: the change is B @ A)."""
-    import torch
-
+    scaled (scale_change)."""
     model = copy.deepcopy(model)
-    with torch.no_grad():
-        for name, weights in model.named_parameters():
-            if "lora_B" in name:
-                weights.mul_(encoder if ".encoder." in name else decoder)
+    scale_change(model, encoder, decoder)
     return model
 
 
@@ -344,8 +351,10 @@ def main() -> None:
     parser.add_argument("--every-epoch", action="store_true", help="score after every epoch")
     parser.add_argument(
         "--parts",
-        action="store_true",
-        help="also score the kept change with its encoder and decoder parts scaled (PARTS)",
+        nargs="*",
+        type=part,
+        help="also score the kept change with its encoder and decoder parts scaled: "
+        "ENCODER,DECODER factors (1,1 is the model as trained); none given: PARTS",
     )
     parser.add_argument(
         "--soup",
@@ -527,7 +536,7 @@ def main() -> None:
         if args.soup:
             merged.setdefault(json.dumps(given), []).append(kept)
         parts = []
-        for encoder, decoder in PARTS if args.parts else ():
+        for encoder, decoder in (args.parts or PARTS) if args.parts is not None else ():
             ct2_dir = served(scaled(model, encoder, decoder), processor, base_dir, folder)
             found = score(ct2_dir, [], held, real, args.seeds, natural)
             shutil.rmtree(ct2_dir.parent)
