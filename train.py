@@ -96,6 +96,14 @@ def train(
         "decoder and the upper half of the encoder, quicker to train); empty: upper for tiny "
         "models where the run teaches new words, all otherwise",
     ),
+    lora_encoder_scale: float = Input(
+        default=1.0,
+        ge=0.0,
+        le=1.0,
+        description="Fraction of the encoder's learned change kept once trained (1: as "
+        "trained; lower: the encoder nearer the base model's, which reads general speech "
+        "better and spells less)",
+    ),
     timestamp_fraction: float = Input(
         default=0.5,
         ge=0.0,

@@ -1,4 +1,5 @@
-"""Training that grows past one process: resumable runs, and data-parallel training.
+"""Training that grows past one process: resumable runs, and data-parallel training; and
+what the trained change keeps (`lora_encoder_scale`), against the same run kept whole.
 
 Every run here is the project's command line, started as a user starts it: `python -m
 whisper_ft train`, or the same under `torchrun` with two processes on CPU (gloo). The data is
@@ -22,6 +23,7 @@ import torch
 from safetensors.torch import load_file
 
 from tests import vocab
+from whisper_ft.weights import hf_model
 
 pytestmark = pytest.mark.slow
 
@@ -73,6 +75,23 @@ def train(data: Path, out: Path, *inputs: str, processes: int = 1) -> tuple[dict
 @pytest.fixture(scope="module")
 def uninterrupted(data, tmp_path_factory) -> tuple[dict, Path]:
     return train(data, tmp_path_factory.mktemp("one") / "out")
+
+
+def test_the_encoders_change_kept_at_a_fraction(data, uninterrupted, tmp_path):
+    """lora_encoder_scale=0.5: the same run, its encoder's weights halfway between the base
+    model's and those it trained, its decoder's as trained; served and exported so."""
+    manifest, unpacked = train(data, tmp_path / "out", "lora_encoder_scale=0.5")
+    assert manifest["lora"]["encoder_scale"] == 0.5
+    assert manifest["best_epoch"] == uninterrupted[0]["best_epoch"]
+    whole = load_file(str(uninterrupted[1] / "hf/model.safetensors"))
+    half = load_file(str(unpacked / "hf/model.safetensors"))
+    base = load_file(str(hf_model("tiny.en") / "model.safetensors"))
+    trained = [name for name in whole if not torch.equal(whole[name], base[name])]
+    encoder = [name for name in trained if ".encoder." in name]
+    assert encoder and len(encoder) < len(trained)  # both stacks were trained
+    for name in trained:
+        expected = (base[name] + whole[name]) / 2 if name in encoder else whole[name]
+        torch.testing.assert_close(half[name], expected, atol=1e-5, rtol=0, msg=name)
 
 
 def same_weights(a: Path, b: Path) -> bool:

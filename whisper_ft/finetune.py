@@ -78,6 +78,11 @@ class LoraSettings:
     dropout: float = setting(0.05, ge=0.0, le=0.9)  # dropout on the LoRA input
     target_modules: tuple[str, ...] = setting(())  # of LORA_MODULES; (): fit_recipe's
     layers: str | None = setting(None, choices=list(LORA_LAYERS))  # see LORA_LAYERS; None: chosen
+    # The encoder's learned change is kept at this fraction of itself once trained (1: as
+    # trained), its adapted weights set between the base model's and the trained ones. The
+    # encoder learns to hear the training voices, which general speech pays for, the decoder
+    # the spellings: lower keeps general speech better and spells less (BENCHMARKS.md).
+    encoder_scale: float = setting(1.0, ge=0.0, le=1.0)
 
     def validate(self) -> LoraSettings:
         check_settings(self)
@@ -871,10 +876,12 @@ def finetune(
     )
     run.report.settings, run.report.lora = run.settings, lora
     logger.info(
-        "recipe for data with %s: LoRA on %s of %s layers, learning_rate %g, change_weight %g",
+        "recipe for data with %s: LoRA on %s of %s layers (the encoder's change kept at %g), "
+        "learning_rate %g, change_weight %g",
         recipe_for(run.report.vocabulary),
         ",".join(lora.target_modules),
         lora.layers,
+        lora.encoder_scale,
         run.settings.learning_rate,
         run.settings.change_weight,
     )
@@ -1239,19 +1246,26 @@ def end_epoch(run: Run, epoch: int, seen: list[int]) -> None:
     run.accelerator.wait_for_everyone()
 
 
+def validation_wers(run: Run) -> dict:
+    """The weights' WERs, as they stand, on the validation windows ("wer") and on general
+    speech's ("general_wer"), where the run has them."""
+    wers = {}
+    if run.dataset.validation:
+        wers["wer"] = run.score(run.dataset.validation)
+    if run.general is not None and run.general.validation:
+        wers["general_wer"] = run.score(run.general.validation)
+    return wers
+
+
 def score_epoch(run: Run, entry: dict) -> None:
     """The epoch's validation and general-speech WERs, into `entry` and the log."""
-    general_scored = run.general is not None and bool(run.general.validation)
-    if run.dataset.validation:
-        entry["wer"] = run.score(run.dataset.validation)
-    if general_scored:
-        entry["general_wer"] = run.score(run.general.validation)
+    entry.update(validation_wers(run))
     logger.info(
         "epoch %d: loss %.4f%s%s",
         entry["epoch"],
         entry["loss"],
         f", validation WER {entry['wer']:.2f}%" if "wer" in entry else "",
-        f", general speech WER {entry['general_wer']:.2f}%" if general_scored else "",
+        f", general speech WER {entry['general_wer']:.2f}%" if "general_wer" in entry else "",
     )
 
 
@@ -1277,6 +1291,16 @@ def save_state(run: Run, epoch_rng: tuple) -> None:
         )
 
 
+def scale_change(model, encoder: float = 1.0, decoder: float = 1.0) -> None:
+    """Scale the learned change of a LoRA model's encoder and decoder, in place: each
+    adapter's lora_B times the factor (the change is B @ A), which sets the adapted weights
+    between the base model's (0) and the trained ones (1)."""
+    with torch.no_grad():
+        for name, weights in model.named_parameters():
+            if "lora_B" in name:
+                weights.mul_(encoder if ".encoder." in name else decoder)
+
+
 def keep_best(run: Run):
     from peft import set_peft_model_state_dict
 
@@ -1286,6 +1310,9 @@ def keep_best(run: Run):
     if run.main:
         set_peft_model_state_dict(model, run.best_state)
         best = report.history[report.best_epoch - 1]
+        if report.lora.encoder_scale != 1:  # the WERs of the weights that are kept
+            scale_change(model, encoder=report.lora.encoder_scale)
+            best = validation_wers(run)
         report.wer_after, report.general_wer_after = best.get("wer"), best.get("general_wer")
         warn_if_worse(report)
         run.emit(
