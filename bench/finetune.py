@@ -73,13 +73,6 @@ from whisper_ft.weights import ct2_model, hf_model
 from whisper_ft.wer import word_error_rate
 
 RESULTS = Path(__file__).resolve().parent / "results"
-LORA_KEYS = {
-    "lora_rank": "rank",
-    "lora_alpha": "alpha",
-    "lora_dropout": "dropout",
-    "lora_layers": "layers",
-    "lora_encoder_scale": "encoder_scale",
-}
 
 
 def recipe(overrides: dict) -> tuple[TrainSettings, LoraSettings, Research]:
@@ -90,7 +83,7 @@ def recipe(overrides: dict) -> tuple[TrainSettings, LoraSettings, Research]:
     train = {k: v for k, v in overrides.items() if k in train_keys}
     research = {k: v for k, v in overrides.items() if k in research_keys}
     lora = {
-        LORA_KEYS.get(k, k): v
+        k.removeprefix("lora_"): v  # as train.py's inputs name them
         for k, v in overrides.items()
         if k not in train_keys and k not in research_keys
     }
