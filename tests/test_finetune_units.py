@@ -489,6 +489,23 @@ def test_moments_of_the_training_speech_leave_out_where_the_decoder_writes_a_tau
     # The audio is all counted: the encoder hears the term as it hears everything else.
     assert torch.allclose(held[encoder][0], every[encoder][0])
 
+    # Only the layers LoRA adapts are measured (`upper`: tiny.en's encoder layers 2 and 3
+    # and its decoder), each as it is measured alone; layers that read the same input share
+    # its moment (q, k and v; the decoder's cross-attention k and v read the encoder output).
+    upper = LoraSettings(layers="upper", target_modules=LORA_MODULES).peft_targets(4)
+    some = input_moments(plain, *read, [spoken], upper, terms)
+    assert {n.split(".")[3] for n in some if n.startswith("model.encoder.")} == {"2", "3"}
+    assert len(some) == 2 * 6 + 4 * 10
+    alone = input_moments(plain, *read, [spoken], ("fc2",), terms)
+    for name in ("model.encoder.layers.3.fc2", "model.decoder.layers.1.fc2"):
+        assert torch.equal(some[name][0], alone[name][0]), name
+    layer = "model.encoder.layers.2.self_attn."
+    assert torch.equal(some[layer + "q_proj"][0], some[layer + "v_proj"][0])
+    assert some[layer + "q_proj"][1] != some[layer + "v_proj"][1]  # their own weights' energy
+    cross = [some[f"model.decoder.layers.{i}.encoder_attn.k_proj"][0] for i in range(4)]
+    assert all(torch.equal(k, cross[0]) for k in cross)
+    assert not torch.allclose(cross[0], some["model.decoder.layers.0.encoder_attn.q_proj"][0])
+
 
 def test_the_hold_pulls_everything_but_the_taught_terms_toward_the_base_model(processor, adapted):
     from whisper_ft.finetune import hold_loss, spans, term_token_ids
@@ -519,7 +536,7 @@ def test_the_hold_pulls_everything_but_the_taught_terms_toward_the_base_model(pr
 
 
 def test_the_pulls_base_model_encodes_each_example_once_and_reads_as_before(processor, adapted):
-    from whisper_ft.finetune import BaseEncoded, base_logits, hold_loss, term_token_ids
+    from whisper_ft.finetune import EncodedOnce, base_logits, hold_loss, term_token_ids
 
     model, features = adapted
     two = torch.cat([features, features.flip(-1)])  # two examples: the clip, and reversed
@@ -528,8 +545,8 @@ def test_the_pulls_base_model_encodes_each_example_once_and_reads_as_before(proc
     terms = term_token_ids(processor.tokenizer, ["Zentrafy"])
     heard = [(0, 16000), (1, 16000)]
     with moved_adapter(model), torch.no_grad():
-        kept = BaseEncoded()
-        encoded = kept(model, two, heard)
+        kept = EncodedOnce()
+        _, encoded = kept(model, two, heard)
         # The base model's reading, its encoder output given: as it reads the audio itself.
         assert torch.allclose(base_logits(model, inputs, encoded), base_logits(model, inputs))
         moved = model(**inputs).logits
@@ -539,15 +556,67 @@ def test_the_pulls_base_model_encodes_each_example_once_and_reads_as_before(proc
         # Kept: the same examples as heard again are not encoded again (other features
         # would read otherwise); a row not heard before is, from its own features.
         zeros = torch.zeros_like(two)
-        again = kept(model, zeros, heard)
+        _, again = kept(model, zeros, heard)
         assert torch.equal(again, encoded) and len(kept.kept) == 2
-        other = kept(model, zeros, [(0, 16000), (0, 13913)])
+        _, other = kept(model, zeros, [(0, 16000), (0, 13913)])
         assert torch.equal(other[0], encoded[0])
-        assert torch.allclose(other[1], BaseEncoded(limit=0)(model, zeros[:1], ["new"])[0])
+        assert torch.allclose(other[1], EncodedOnce(limit=0)(model, zeros[:1], ["new"])[1][0])
         assert not torch.allclose(other[1], encoded[1]) and len(kept.kept) == 3
         # Past its limit nothing is kept, and the outputs are as right.
-        none = BaseEncoded(limit=0)
-        assert torch.allclose(none(model, two, heard), encoded) and not none.kept
+        none = EncodedOnce(limit=0)
+        assert torch.allclose(none(model, two, heard)[1], encoded) and not none.kept
+        assert none.kept_bytes == 0 and kept.kept_bytes == 3 * 2 * encoded[0].nbytes
+
+
+def test_the_frozen_lower_encoder_runs_once_and_trains_as_the_whole_model(processor):
+    """With the lower half of tiny.en's encoder left as it was (`upper`), the trained model
+    reads each example's kept lower-layer output through its adapted layers alone: the same
+    encoder output, loss and gradients as the whole model on the audio."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import WhisperForConditionalGeneration
+
+    from tests.speech import espeak
+    from whisper_ft.audio import load_audio
+    from whisper_ft.finetune import EncodedOnce, encoder_given, frozen_layers
+    from whisper_ft.weights import hf_model
+
+    model = WhisperForConditionalGeneration.from_pretrained(hf_model("tiny.en"))
+    targets = LoraSettings(layers="upper", target_modules=LORA_MODULES).peft_targets(4)
+    model = get_peft_model(model, LoraConfig(r=4, target_modules=targets))
+    assert frozen_layers(model) == 2  # layers 0 and 1 have no adapter
+    with tempfile.TemporaryDirectory() as tmp:
+        audio = load_audio(espeak("Please open the door.", Path(tmp) / "a.wav"))
+    features = processor.feature_extractor(
+        [audio, audio[::-1].copy()], sampling_rate=16000, return_tensors="pt"
+    ).input_features
+    inputs = {
+        "input_features": features,
+        "labels": labels_batch(processor, "Open it.").repeat(2, 1),
+    }
+    kept = EncodedOnce(frozen=2, base=False)
+
+    def trained(given: dict) -> tuple[torch.Tensor, torch.Tensor, dict]:
+        output = model(**given)
+        output.loss.backward()
+        grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
+        model.zero_grad(set_to_none=True)
+        return output.loss.detach(), output.encoder_last_hidden_state.detach(), grads
+
+    with moved_adapter(model):
+        lower, base = kept(model, features, ["clip", "reversed"])
+        assert base is None and len(kept.kept) == 2
+        loss, encoded, grads = trained(inputs)
+        cached_loss, cached_encoded, cached_grads = trained(encoder_given(model, inputs, lower, 2))
+        assert torch.allclose(cached_encoded, encoded, atol=1e-4)
+        assert torch.isclose(cached_loss, loss, atol=1e-5)
+        assert grads.keys() == cached_grads.keys()
+        for name, grad in grads.items():
+            assert torch.allclose(cached_grads[name], grad, rtol=1e-3, atol=1e-6), name
+        encoder = [g for n, g in grads.items() if ".encoder.layers.2." in n and "lora_A" in n]
+        assert encoder and all(g.abs().sum() > 0 for g in encoder)  # the adapted encoder learns
+        # The adapter moved: the adapted layers' output is not the base model's.
+        with model.disable_adapter(), torch.no_grad():
+            assert not torch.allclose(model(**inputs).encoder_last_hidden_state, encoded, atol=1e-3)
 
 
 def test_the_benchmark_scales_the_encoders_and_the_decoders_change_apart(processor, adapted):

@@ -380,41 +380,86 @@ def base_logits(model, inputs: dict, encoded: torch.Tensor | None = None) -> tor
         return model(**inputs).logits.float()
 
 
-# The base model's encoder outputs kept for the pull, at most this many bytes in each
-# process: an output is 2.3 MB for tiny.en, 3.1 MB for base, 7.7 MB for large-v3, and a cue
-# takes up to three (one a speed), so about 150 cues of tiny.en fit; past the limit the
-# outputs are computed each time they are needed.
-BASE_ENCODED_BYTES = 1024**3
+# What the encoder makes of each training example that training cannot change, kept, at most
+# this many bytes in each process: for tiny.en 2.3 MB for the frozen lower layers' output and
+# as much for the base model's whole encoder output (3.1 MB each for base, 7.7 MB for
+# large-v3). A cue takes up to three keys (one a speed), so about 150 cues of tiny.en fit;
+# past the limit what is missing is computed each time it is needed.
+ENCODED_ONCE_BYTES = 2 * 1024**3
+
+
+def frozen_layers(model) -> int:
+    """How many of the peft model's lowest encoder layers training leaves as they are: those
+    below the first layer with a trained weight (all of them where the encoder has none)."""
+    layers = model.get_base_model().get_encoder().layers
+    for index, layer in enumerate(layers):
+        if any(p.requires_grad for p in layer.parameters()):
+            return index
+    return len(layers)
+
+
+def encoder_lower(encoder, features: torch.Tensor, layers: int) -> torch.Tensor:
+    """The hidden states of a WhisperEncoder after its convolutions, its positions and its
+    first `layers` layers, as its own forward computes them without dropout or layer drop."""
+    hidden = torch.nn.functional.gelu(encoder.conv1(features))
+    hidden = torch.nn.functional.gelu(encoder.conv2(hidden)).permute(0, 2, 1)
+    positions = torch.arange(encoder.embed_positions.num_embeddings, device=hidden.device)
+    hidden = hidden + encoder.embed_positions(positions)
+    for layer in encoder.layers[:layers]:
+        hidden = layer(hidden, None)
+    return hidden
+
+
+def encoder_upper(encoder, hidden: torch.Tensor, layers: int) -> torch.Tensor:
+    """The rest of the encoder from `encoder_lower`'s hidden states: its layers from `layers`
+    on and its last norm, the encoder's output."""
+    for layer in encoder.layers[layers:]:
+        hidden = layer(hidden, None)
+    return encoder.layer_norm(hidden)
 
 
 @dataclass
-class BaseEncoded:
-    """The base model's encoder output on each training example as heard (its window at
-    one of its speeds), computed the first time the example is trained and kept: the pull's
-    base model then runs its decoder alone. Only for a model that hears the same audio the
-    same way in training (`varies_in_training`)."""
+class EncodedOnce:
+    """What the encoder makes of each training example as heard (its window at one of its
+    speeds), computed the first time the example is trained and kept: the output of the
+    `frozen` lowest layers (frozen_layers), the same in the trained model and the base
+    model, and the base model's whole encoder output for the pull (with `base`). From an
+    example's second time on, the trained model runs only its adapted layers, and the pull's
+    base model only its decoder. Only for a model that hears the same audio the same way in
+    training (`varies_in_training`)."""
 
-    limit: int = BASE_ENCODED_BYTES
+    frozen: int = 0
+    base: bool = True
+    limit: int = ENCODED_ONCE_BYTES
     kept: dict = field(default_factory=dict)
+    kept_bytes: int = 0
 
     @torch.no_grad()
-    def __call__(self, model, features: torch.Tensor, keys: Sequence) -> torch.Tensor:
-        """The encoder output of each row of `features`, the rows named by `keys` (any
-        hashable name of the audio as heard). Each missing row is encoded on its own, so
-        that its output does not depend on the batch it first came in (a resumed run reads
-        the very same teacher)."""
+    def __call__(
+        self, model, features: torch.Tensor, keys: Sequence
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The frozen layers' output and the base model's encoder output (None without
+        `base`) of each row of `features`, the rows named by `keys` (any hashable name of
+        the audio as heard). Each missing row is encoded on its own, so that its outputs do
+        not depend on the batch it first came in (a resumed run reads the very same)."""
         rows = []
         with model.disable_adapter():
             encoder = model.get_base_model().get_encoder()
             for row, key in zip(features, keys, strict=True):
-                encoded = self.kept.get(key)
-                if encoded is None:
-                    encoded = encoder(row[None]).last_hidden_state[0]
-                    held = sum(kept.nbytes for kept in self.kept.values())
-                    if held + encoded.nbytes <= self.limit:
-                        self.kept[key] = encoded.to("cpu", copy=True)
-                rows.append(encoded.to(features.device))
-        return torch.stack(rows)
+                found = self.kept.get(key)
+                if found is None:
+                    lower = encoder_lower(encoder, row[None], self.frozen)
+                    base = encoder_upper(encoder, lower, self.frozen)[0] if self.base else None
+                    found = (lower[0], base)
+                    size = sum(t.nbytes for t in found if t is not None)
+                    if self.kept_bytes + size <= self.limit:
+                        self.kept[key] = tuple(
+                            None if t is None else t.to("cpu", copy=True) for t in found
+                        )
+                        self.kept_bytes += size
+                rows.append([None if t is None else t.to(features.device) for t in found])
+        lower = torch.stack([lower for lower, _ in rows])
+        return lower, torch.stack([base for _, base in rows]) if self.base else None
 
 
 def varies_in_training(config) -> bool:
@@ -450,7 +495,7 @@ def hold_loss(
     """The pull toward the base model: the KL divergence from its predictions on every label
     token outside the taught terms (the words around them, timestamps, the end, all of a
     replayed general example), averaged over all label tokens as the cross-entropy is.
-    `encoded`: the base encoder's output on the batch, where it is known (BaseEncoded)."""
+    `encoded`: the base encoder's output on the batch, where it is known (EncodedOnce)."""
     labels = inputs["labels"]
     valid = labels != -100
     held = valid & ~spans(labels, term_ids)
@@ -467,32 +512,43 @@ MOMENT_DIRECTIONS = 1024
 
 @torch.no_grad()
 def input_moments(
-    model, collator, labeller, examples, modules: Sequence[str], term_ids=()
+    model, collator, labeller, examples, targets: Sequence[str] | str, term_ids=()
 ) -> dict[str, tuple[torch.Tensor, float]]:
-    """For each Linear of the (plain, base) `model` named like one of `modules`: the second
-    moment K = E[x x^T] of its input over `examples` read with their transcripts (teacher
-    forced, one at a time, so no padding is counted but the 30 s window's own), and the base
-    output's energy tr(W K W^T); keyed by the module's name. The decoder's positions that
-    predict a token of `term_ids` are left out: the taught words are free to change."""
+    """For each Linear of the (plain, base) `model` that LoRA adapts with target_modules
+    `targets` (as LoraSettings.peft_targets gives them, matched by peft's own rule): the
+    second moment K = E[x x^T] of its input over `examples` read with their transcripts
+    (teacher forced, one at a time, so no padding is counted but the 30 s window's own), and
+    the base output's energy tr(W K W^T); keyed by the module's name. The decoder's
+    positions that predict a token of `term_ids` are left out: the taught words are free to
+    change. Layers that read the same input (a layer's q, k and v, every decoder layer's
+    cross-attention k and v) share its moment, computed once."""
+    from peft import LoraConfig
+    from peft.tuners.tuners_utils import check_target_module_exists
+
+    config = LoraConfig(target_modules=targets)
     sums: dict[str, torch.Tensor] = {}
     counts: dict[str, int] = {}
     kept: list[torch.Tensor] = []  # the decoder positions counted in this example
+    read: dict[tuple[int, bool], tuple[torch.Tensor, torch.Tensor, int]] = {}  # this example's
 
     def record(name):
         def hook(module, args):
             x = args[0]
-            if name.startswith("model.decoder") and x.shape[-2] == kept[0].shape[-1]:
-                x = x[kept[0].to(x.device)]
-            x = x.reshape(-1, x.shape[-1]).float().cpu()
-            sums[name] = sums.get(name, 0) + x.T @ x
-            counts[name] = counts.get(name, 0) + x.shape[0]
+            masked = name.startswith("model.decoder") and x.shape[-2] == kept[0].shape[-1]
+            found = read.get((id(x), masked))
+            if found is None:  # the input itself is kept with it, so that its id stays its own
+                rows = x[kept[0].to(x.device)] if masked else x
+                rows = rows.reshape(-1, rows.shape[-1]).float().cpu()
+                found = read[id(x), masked] = (x, rows.T @ rows, rows.shape[0])
+            sums[name] = sums.get(name, 0) + found[1]
+            counts[name] = counts.get(name, 0) + found[2]
 
         return hook
 
     linears = {
         name: m
         for name, m in model.named_modules()
-        if isinstance(m, torch.nn.Linear) and name.rsplit(".", 1)[-1] in modules
+        if isinstance(m, torch.nn.Linear) and check_target_module_exists(config, name)
     }
     handles = [m.register_forward_pre_hook(record(n)) for n, m in linears.items()]
     device = next(model.parameters()).device
@@ -503,6 +559,7 @@ def input_moments(
             labels = inputs["labels"]  # the model reads them shifted right
             kept[:] = [(labels != -100) & ~spans(labels, term_ids)]
             model(**{k: v.to(device) for k, v in inputs.items()})
+            read.clear()
     finally:
         for h in handles:
             h.remove()
@@ -515,8 +572,13 @@ def input_moments(
 
 
 def mean_moments(a: dict, b: dict) -> dict:
-    """The moments of two sets of speech, each counted as half (energies are linear in K)."""
-    return {name: ((a[name][0] + b[name][0]) / 2, (a[name][1] + b[name][1]) / 2) for name in a}
+    """The moments of two sets of speech, each counted as half (energies are linear in K),
+    of the layers both measured."""
+    return {
+        name: ((a[name][0] + b[name][0]) / 2, (a[name][1] + b[name][1]) / 2)
+        for name in a
+        if name in b
+    }
 
 
 def moment_factor(k: torch.Tensor) -> torch.Tensor:
@@ -807,7 +869,7 @@ class Run:
     replayed: int = 0  # general examples mixed into each epoch
     term_ids: list[list[int]] = field(default_factory=list)  # the vocabulary's tokens
     held: list = field(default_factory=list)  # the adapted layers with them (held_layers)
-    base_encoded: BaseEncoded | None = None  # the pull's base encoder outputs, where kept
+    encoded_once: EncodedOnce | None = None  # the encoder's work kept, where it can be
     identity: dict = field(default_factory=dict)  # what a resumed run must share with this
     saved: object = None  # the state resumed from (runstate.Saved)
     position: object = None  # where the run stands (runstate.Position)
@@ -995,12 +1057,12 @@ def measure_inputs(run: Run, lora: LoraSettings) -> dict | None:
     the same)."""
     if run.settings.change_weight <= 0:
         return None
-    modules = lora.target_modules
+    targets = lora.peft_targets(run.model.config.encoder_layers)
     own = run.windows[: run.own]
-    moments = input_moments(run.model, run.collator, run.labeller, own, modules, run.term_ids)
+    moments = input_moments(run.model, run.collator, run.labeller, own, targets, run.term_ids)
     general = run.windows[run.own :]
     if general:
-        found = input_moments(run.model, run.collator, run.labeller, general, modules)
+        found = input_moments(run.model, run.collator, run.labeller, general, targets)
         moments = mean_moments(moments, found)
     return moments if run.hooks.moments is None else run.hooks.moments(moments)
 
@@ -1022,7 +1084,8 @@ def add_lora(run: Run, lora: LoraSettings, moments: dict | None) -> None:
     if moments is not None:
         run.held = held_layers(model, moments)
     if run.hooks.features is None and not varies_in_training(model.config):
-        run.base_encoded = BaseEncoded()  # each example's audio is the same every epoch
+        # Each example's audio is heard the same way every epoch.
+        run.encoded_once = EncodedOnce(frozen_layers(model), base=settings.hold_weight > 0)
     if accelerator.device.type == "cuda":
         model.base_model.model.gradient_checkpointing_enable()
         model.base_model.model.enable_input_require_grads()
@@ -1159,22 +1222,37 @@ def train_epoch(run: Run) -> list[int]:
     return seen
 
 
+def encoder_given(model, inputs: dict, lower: torch.Tensor, frozen: int) -> dict:
+    """The batch's inputs with its encoder output in place of its audio: the adapted encoder
+    layers run (trained) on the frozen ones' output `lower` (EncodedOnce)."""
+    from transformers.modeling_outputs import BaseModelOutput
+
+    encoder = model.get_base_model().get_encoder()
+    if encoder.is_activation_checkpointing:
+        lower = lower.requires_grad_()  # a checkpointed layer trains only from such inputs
+    encoded = encoder_upper(encoder, lower, frozen)
+    given = {k: v for k, v in inputs.items() if k != "input_features"}
+    return {**given, "encoder_outputs": BaseModelOutput(last_hidden_state=encoded)}
+
+
 def train_step(run: Run, inputs: dict, heard: list[tuple[int, int, int]]) -> bool:
     """One forward and backward pass; returns whether it ended an optimizer step. `heard`
     names each row's audio: its window, its length as trained (its speed) and the samples
     cut before its first cue."""
     accelerator, position = run.accelerator, run.position
     with accelerator.accumulate(run.model):
-        output = run.model(**inputs)
-        loss = output.loss
         model = accelerator.unwrap_model(run.model)
+        encoded = None
+        if run.encoded_once is None:
+            output = run.model(**inputs)
+        else:
+            with accelerator.autocast():  # the precision the model trains in
+                lower, encoded = run.encoded_once(model, inputs["input_features"], heard)
+                output = run.model(**encoder_given(model, inputs, lower, run.encoded_once.frozen))
+        loss = output.loss
         if run.hooks.loss is not None:
             loss = run.hooks.loss(model, inputs, output)
         if run.settings.hold_weight > 0:
-            encoded = None
-            if run.base_encoded is not None:
-                with accelerator.autocast():  # the precision the model trains in
-                    encoded = run.base_encoded(model, inputs["input_features"], heard)
             held = hold_loss(
                 model, inputs, output.logits, run.term_ids, encoded, run.settings.hold_temperature
             )
