@@ -40,6 +40,7 @@ import logging
 import math
 import random
 import time
+import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -400,7 +401,8 @@ def frozen_layers(model) -> int:
 
 def encoder_lower(encoder, features: torch.Tensor, layers: int) -> torch.Tensor:
     """The hidden states of a WhisperEncoder after its convolutions, its positions and its
-    first `layers` layers, as its own forward computes them without dropout or layer drop."""
+    first `layers` layers, as its own forward computes them where the model has no dropout
+    and no layer drop (not `varies_in_training`, as Whisper's checkpoints)."""
     hidden = torch.nn.functional.gelu(encoder.conv1(features))
     hidden = torch.nn.functional.gelu(encoder.conv2(hidden)).permute(0, 2, 1)
     positions = torch.arange(encoder.embed_positions.num_embeddings, device=hidden.device)
@@ -423,9 +425,10 @@ class EncodedOnce:
     """What the encoder makes of each training example as heard (its window at one of its
     speeds), computed the first time the example is trained and kept: the output of the
     `frozen` lowest layers (frozen_layers), the same in the trained model and the base
-    model, and the base model's whole encoder output for the pull (with `base`). From an
-    example's second time on, the trained model runs only its adapted layers, and the pull's
-    base model only its decoder. Only for a model that hears the same audio the same way in
+    model, and the base model's whole encoder output for the pull (with `base`). The
+    trained model runs its encoder from the first adapted layer on, and from an example's
+    second time on neither model runs the frozen layers again, nor the pull's base model
+    its encoder. Only for a model that hears the same audio the same way in
     training (`varies_in_training`)."""
 
     frozen: int = 0
@@ -529,17 +532,17 @@ def input_moments(
     sums: dict[str, torch.Tensor] = {}
     counts: dict[str, int] = {}
     kept: list[torch.Tensor] = []  # the decoder positions counted in this example
-    read: dict[tuple[int, bool], tuple[torch.Tensor, torch.Tensor, int]] = {}  # this example's
+    read: dict[tuple[int, bool], tuple] = {}  # this example's inputs read so far
 
     def record(name):
         def hook(module, args):
             x = args[0]
             masked = name.startswith("model.decoder") and x.shape[-2] == kept[0].shape[-1]
             found = read.get((id(x), masked))
-            if found is None:  # the input itself is kept with it, so that its id stays its own
+            if found is None or found[0]() is not x:  # an id is an input's only while it lives
                 rows = x[kept[0].to(x.device)] if masked else x
                 rows = rows.reshape(-1, rows.shape[-1]).float().cpu()
-                found = read[id(x), masked] = (x, rows.T @ rows, rows.shape[0])
+                found = read[id(x), masked] = (weakref.ref(x), rows.T @ rows, rows.shape[0])
             sums[name] = sums.get(name, 0) + found[1]
             counts[name] = counts.get(name, 0) + found[2]
 
@@ -1083,7 +1086,8 @@ def add_lora(run: Run, lora: LoraSettings, moments: dict | None) -> None:
     model = get_peft_model(run.model, config)
     if moments is not None:
         run.held = held_layers(model, moments)
-    if run.hooks.features is None and not varies_in_training(model.config):
+    varies = run.hooks.features is not None or settings.random_onset
+    if not (varies or varies_in_training(model.config)):
         # Each example's audio is heard the same way every epoch.
         run.encoded_once = EncodedOnce(frozen_layers(model), base=settings.hold_weight > 0)
     if accelerator.device.type == "cuda":
@@ -1229,7 +1233,7 @@ def encoder_given(model, inputs: dict, lower: torch.Tensor, frozen: int) -> dict
 
     encoder = model.get_base_model().get_encoder()
     if encoder.is_activation_checkpointing:
-        lower = lower.requires_grad_()  # a checkpointed layer trains only from such inputs
+        lower = lower.requires_grad_()  # as enable_input_require_grads does for reentrant use
     encoded = encoder_upper(encoder, lower, frozen)
     given = {k: v for k, v in inputs.items() if k != "input_features"}
     return {**given, "encoder_outputs": BaseModelOutput(last_hidden_state=encoded)}
