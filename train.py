@@ -96,13 +96,14 @@ def train(
         "decoder and the upper half of the encoder, quicker to train); empty: upper for tiny "
         "models where the run teaches new words, all otherwise",
     ),
-    lora_encoder_scale: float = Input(
-        default=1.0,
+    lora_encoder_scale: float | None = Input(
+        default=None,
         ge=0.0,
         le=1.0,
         description="Fraction of the encoder's learned change kept once trained (1: as "
         "trained; lower: the encoder nearer the base model's, which reads general speech "
-        "better and spells less)",
+        "better and spells less); empty: 0.9 for tiny models where the run teaches new "
+        "words, 1 otherwise",
     ),
     timestamp_fraction: float = Input(
         default=0.5,

@@ -135,7 +135,9 @@ def soup(models: list):
 
 
 # With --parts: the kept change scaled in the encoder and in the decoder before merging, (1, 1)
-# being the model as trained: where what is learned, and what is forgotten, sits.
+# being the model as kept (its encoder's change already at lora_encoder_scale: add
+# {"lora_encoder_scale": 1} to the recipe to scale the change as trained): where what is
+# learned, and what is forgotten, sits.
 PARTS = ((0.0, 1.0), (0.5, 1.0), (1.0, 0.5), (1.0, 0.0))
 
 
@@ -347,7 +349,7 @@ def main() -> None:
         nargs="*",
         type=part,
         help="also score the kept change with its encoder and decoder parts scaled: "
-        "ENCODER,DECODER factors (1,1 is the model as trained); none given: PARTS",
+        "ENCODER,DECODER factors (1,1 is the model as kept); none given: PARTS",
     )
     parser.add_argument(
         "--soup",

@@ -129,17 +129,20 @@ def test_the_inputs_left_empty_follow_whether_the_data_teaches_new_words():
     assert held[1].target_modules == ("q_proj", "v_proj")
     assert (held[0].learning_rate, held[0].change_weight) == (5e-4, 0.0)
     # The layers follow the model's size as well: tiny taught new words leaves the lower
-    # half of its encoder alone; larger models, and runs with no new words, adapt all.
-    assert (taught[1].layers, held[1].layers) == ("upper", "all")
-    assert fit_recipe(TrainSettings(), LoraSettings(), ["Klombrix"], base)[1].layers == "all"
-    assert fit_recipe(TrainSettings(), LoraSettings(), [], base)[1].layers == "all"
+    # half of its encoder alone and keeps 0.9 of the upper half's change; larger models,
+    # and runs with no new words, adapt all and keep all of it.
+    assert (taught[1].layers, taught[1].encoder_scale) == ("upper", 0.9)
+    assert (held[1].layers, held[1].encoder_scale) == ("all", 1.0)
+    for words in (["Klombrix"], []):
+        larger = fit_recipe(TrainSettings(), LoraSettings(), words, base)[1]
+        assert (larger.layers, larger.encoder_scale) == ("all", 1.0)
     # What a user gives is kept, a 0 included; only the empty inputs are chosen.
     given = TrainSettings(learning_rate=2e-4, change_weight=0.0)
-    lora = LoraSettings(target_modules=("fc1",), rank=8, layers="all")
+    lora = LoraSettings(target_modules=("fc1",), rank=8, layers="all", encoder_scale=0.0)
     mine = fit_recipe(given, lora, ["Klombrix"], tiny)
     assert (mine[0].learning_rate, mine[0].change_weight) == (2e-4, 0.0)
     assert mine[1].target_modules == ("fc1",) and mine[1].rank == 8
-    assert mine[1].layers == "all"
+    assert (mine[1].layers, mine[1].encoder_scale) == ("all", 0.0)
     assert mine[0].hold_weight == given.hold_weight and mine[0].seed == given.seed
 
 
