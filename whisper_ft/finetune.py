@@ -198,15 +198,14 @@ def recipe_for(vocabulary: Sequence[str]) -> str:
 # held-out names (95.8%) and read real speech -0.08 to +0.39 points from the base model's,
 # against +0.16 to +0.93 as trained (BENCHMARKS.md, "Nine tenths of the encoder's change").
 UPPER_ONLY_UP_TO = 4
-SMALL_MODEL_TAUGHT = {"layers": "upper", "encoder_scale": 0.9}
-OTHERWISE = {"layers": "all", "encoder_scale": 1.0}
 
 
 def for_size(recipe: str, encoder_layers: int) -> dict:
     """The layers LoRA adapts (LORA_LAYERS) and the share of the encoder's change kept,
     where the run leaves them empty: they follow the model's size."""
-    small = recipe == "new words" and encoder_layers <= UPPER_ONLY_UP_TO
-    return SMALL_MODEL_TAUGHT if small else OTHERWISE
+    if recipe == "new words" and encoder_layers <= UPPER_ONLY_UP_TO:
+        return {"layers": "upper", "encoder_scale": 0.9}
+    return {"layers": "all", "encoder_scale": 1.0}
 
 
 def fit_recipe(
